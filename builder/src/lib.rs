@@ -1,0 +1,1 @@
+//! imgbuild: lab and recipe models, artifact fetching, image baking.
