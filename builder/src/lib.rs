@@ -1,1 +1,14 @@
 //! imgbuild: lab and recipe models, artifact fetching, image baking.
+//!
+//! The CLI (`main.rs`) is a thin shell over this library: it parses arguments
+//! with [`cli`], dispatches to [`commands`], and maps errors to exit codes
+//! (0 ok, 1 failure, 2 bad input via [`diag::BadInput`]).
+
+pub mod artifact;
+pub mod bake;
+pub mod cli;
+pub mod commands;
+pub mod diag;
+pub mod fetch;
+pub mod model;
+pub mod payload;

@@ -1,1 +1,23 @@
-fn main() {}
+//! The `imgbuild` command: parse, dispatch, print the error chain, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use imgbuild::cli::Cli;
+use imgbuild::diag::BadInput;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.init_logging();
+    match imgbuild::commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(bad) = err.downcast_ref::<BadInput>() {
+                eprintln!("error: {bad}");
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

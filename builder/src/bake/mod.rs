@@ -1,0 +1,1 @@
+//! Turning a base image plus a payload tree into a golden image.

@@ -1,0 +1,12 @@
+//! `imgbuild bake`.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args, _cache: &Path) -> Result<()> {
+    bail!("`imgbuild bake` is not implemented yet")
+}

@@ -1,0 +1,28 @@
+//! One module per subcommand: its clap `Args` and its `run`.
+
+pub mod bake;
+pub mod fetch;
+pub mod lock;
+pub mod plan;
+pub mod validate;
+
+use anyhow::Result;
+use clap::CommandFactory;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let cache = cli.cache_dir();
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Lock(args) => lock::run(args, &cache),
+        Command::Fetch(args) => fetch::run(args, &cache),
+        Command::Bake(args) => bake::run(args, &cache),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "imgbuild", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Content-addressed artifact cache and the download pipeline.

@@ -1,0 +1,1 @@
+//! Lab and recipe models: parsed once, validated at the edge.

@@ -1,0 +1,1 @@
+//! Unpacking artifact archives (Spark .tgz, Java .tar.gz) into payload trees.
