@@ -1,0 +1,101 @@
+# shellcheck shell=bash
+# Shared helpers for imgbuild's test scripts. Source it, do not run it:
+#   . "$(dirname "$0")/lib.sh"
+#
+# Provides:
+#   REPO_ROOT          repository root (derived from this file's location)
+#   CACHE              test artifact cache (IMGBUILD_TEST_CACHE, else
+#                      $XDG_CACHE_HOME/imgbuild-test, else ~/.cache/imgbuild-test)
+#   log/warn/die       progress messages on stderr (results go to stdout)
+#   need_pkgs PKG...   apt-get install only the Debian packages that are missing
+#   as_root CMD...     run CMD as root (directly, or through sudo)
+#   stamp_ok NAME KEY  true when $CACHE/stamps/NAME holds KEY and --force was not given
+#   stamp_write NAME KEY
+#   inputs_key FILE... sha256 over the given files (and this lib), for stamps
+#   atomic_mv TMP DEST fsync TMP and rename it onto DEST
+#   sha256_of FILE / sha512_of FILE
+#   elapsed            seconds since the script started (for timing messages)
+
+set -euo pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${IMGBUILD_TEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imgbuild-test}"
+export REPO_ROOT CACHE
+
+# Set IMGBUILD_FORCE=1 (or pass --force to a script that calls parse_force) to rebuild.
+IMGBUILD_FORCE="${IMGBUILD_FORCE:-0}"
+_LIB_T0="${_LIB_T0:-$(date +%s)}"
+_LIB_NAME="$(basename "${0}")"
+
+log() { printf '[%s %4ss] %s\n' "$_LIB_NAME" "$(( $(date +%s) - _LIB_T0 ))" "$*" >&2; }
+warn() { printf '[%s] warning: %s\n' "$_LIB_NAME" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "$_LIB_NAME" "$*" >&2; exit 1; }
+elapsed() { echo $(( $(date +%s) - _LIB_T0 )); }
+
+# parse_force "$@": consumes --force; anything else is an error (exit 2).
+parse_force() {
+    local a
+    for a in "$@"; do
+        case "$a" in
+            --force) IMGBUILD_FORCE=1 ;;
+            -h|--help) echo "usage: $_LIB_NAME [--force]" >&2; exit 0 ;;
+            *) echo "$_LIB_NAME: unknown argument: $a (usage: $_LIB_NAME [--force])" >&2; exit 2 ;;
+        esac
+    done
+    export IMGBUILD_FORCE
+}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root for: $* (run as root or install sudo)"
+    fi
+}
+
+_LIB_APT_UPDATED=0
+# need_pkgs PKG...: install the packages dpkg does not report as installed.
+need_pkgs() {
+    local missing=() p
+    for p in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$p")
+        fi
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing packages ${missing[*]} and no apt-get"
+    log "installing missing packages: ${missing[*]}"
+    if [ "$_LIB_APT_UPDATED" = 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+        _LIB_APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+}
+
+inputs_key() {
+    { sha256sum "${BASH_SOURCE[0]}" "$@" | awk '{print $1}'; } | sha256sum | awk '{print $1}'
+}
+
+stamp_ok() {
+    local name="$1" key="$2"
+    [ "$IMGBUILD_FORCE" = 1 ] && return 1
+    [ -f "$CACHE/stamps/$name" ] && [ "$(cat "$CACHE/stamps/$name")" = "$key" ]
+}
+
+stamp_write() {
+    mkdir -p "$CACHE/stamps"
+    printf '%s\n' "$2" > "$CACHE/stamps/$1.tmp"
+    mv -f "$CACHE/stamps/$1.tmp" "$CACHE/stamps/$1"
+}
+
+stamp_clear() { rm -f "$CACHE/stamps/$1"; }
+
+atomic_mv() {
+    sync -- "$1" 2>/dev/null || sync
+    mv -f -- "$1" "$2"
+}
+
+sha256_of() { sha256sum -- "$1" | awk '{print $1}'; }
+sha512_of() { sha512sum -- "$1" | awk '{print $1}'; }
