@@ -1,0 +1,495 @@
+//! The seed document: the versioned, validated contract between the builder
+//! (which writes one per guest) and the agent (which applies it).
+//!
+//! Every field is validated while deserializing (newtypes in [`types`] plus a
+//! few cross-field checks via `try_from`), so a [`Seed`] value is always valid.
+//! [`Seed::to_yaml`] is the canonical form: struct fields in declaration order,
+//! maps sorted, defaults filled in. [`Seed::instance_id`] is the lowercase hex
+//! SHA-256 of exactly the UTF-8 bytes of `to_yaml()`, so for a seed file the
+//! builder wrote with `to_yaml()`, `sha256sum seed.yaml` prints the instance id.
+
+pub mod types;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+pub use types::{
+    AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, Port, Secret,
+    SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
+};
+
+/// The only seed version this agent understands.
+pub const SEED_VERSION: u32 = 1;
+
+/// A seed document that failed to parse or validate.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SeedError(#[from] serde_yaml::Error);
+
+impl SeedError {
+    /// 1-based line and column of the error in the input, when known.
+    pub fn location(&self) -> Option<(usize, usize)> {
+        self.0.location().map(|l| (l.line(), l.column()))
+    }
+}
+
+/// The document version; only [`SEED_VERSION`] deserializes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Version(u32);
+
+impl Default for Version {
+    fn default() -> Self {
+        Version(SEED_VERSION)
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = types::deserialize_ranged(d, "seed version", 0, u64::from(u32::MAX))?;
+        if v != u64::from(SEED_VERSION) {
+            return Err(serde::de::Error::custom(format!(
+                "version: unsupported seed version {v}: this agent understands version {SEED_VERSION}"
+            )));
+        }
+        Ok(Version(SEED_VERSION))
+    }
+}
+
+/// One guest's whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    /// Always 1.
+    pub version: Version,
+    /// The guest's static host name.
+    pub hostname: Hostname,
+    /// IANA zone, default `Etc/UTC`.
+    #[serde(default)]
+    pub timezone: Timezone,
+    /// Root's SSH access (key-only).
+    #[serde(default)]
+    pub ssh: Ssh,
+    /// Ports opened to the network besides SSH 22 (which the agent always adds).
+    #[serde(default)]
+    pub firewall: Firewall,
+    /// Other guests by name; written to /etc/hosts so services can find each other.
+    #[serde(default)]
+    pub peers: BTreeMap<Hostname, Ipv4Addr>,
+    /// The services this guest runs.
+    #[serde(default)]
+    pub roles: Roles,
+}
+
+/// SSH settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    /// Lines for root's authorized_keys.
+    #[serde(default)]
+    pub authorized_keys: Vec<SshPublicKey>,
+}
+
+/// The guest's firewall (nftables, input policy drop).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "FirewallRaw")]
+pub struct Firewall {
+    /// Ports to accept, exactly as the builder computed the guest's port matrix.
+    #[serde(default)]
+    pub open: Vec<OpenPort>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FirewallRaw {
+    #[serde(default)]
+    open: Vec<OpenPort>,
+}
+
+impl TryFrom<FirewallRaw> for Firewall {
+    type Error = String;
+    fn try_from(raw: FirewallRaw) -> Result<Self, String> {
+        let mut seen = BTreeSet::new();
+        for p in &raw.open {
+            if !seen.insert((p.port, p.proto)) {
+                return Err(format!(
+                    "firewall.open: port {}/{} is listed twice",
+                    p.port,
+                    p.proto.as_str()
+                ));
+            }
+        }
+        Ok(Firewall { open: raw.open })
+    }
+}
+
+/// One opened port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenPort {
+    /// Port number.
+    pub port: Port,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub proto: Proto,
+    /// Shown in the nftables ruleset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<Comment>,
+}
+
+/// Transport protocol of an opened port.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    /// TCP.
+    #[default]
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Proto {
+    /// `tcp` or `udp`, as nftables spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// The roles a guest runs; absent = not on this guest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    /// S3-compatible object store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<ObjectStore>,
+    /// Spark standalone master and/or worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spark: Option<Spark>,
+}
+
+/// Which object-store server implementation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// MinIO (`/usr/local/bin/minio`).
+    #[default]
+    Minio,
+}
+
+/// MinIO's volumes: local directories or one distributed-mode expansion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Volumes {
+    /// Local directories, e.g. `[/var/lib/minio]`.
+    Local(Vec<AbsPath>),
+    /// E.g. `http://minio{1...4}/data{1...2}`.
+    Distributed(VolumeExpr),
+}
+
+/// The object-store role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "ObjectStoreRaw")]
+pub struct ObjectStore {
+    /// Server implementation.
+    pub flavor: Flavor,
+    /// MINIO_VOLUMES; defaults to `[data_dir]`.
+    pub volumes: Volumes,
+    /// S3 API port (9000).
+    pub api_port: Port,
+    /// Web console port (9001).
+    pub console_port: Port,
+    /// Data directory, owned by minio-user (/var/lib/minio).
+    pub data_dir: AbsPath,
+    /// Log directory, owned by minio-user (/var/log/minio).
+    pub log_dir: AbsPath,
+    /// MINIO_ROOT_USER (also the access key used to create buckets).
+    pub root_user: AccessKey,
+    /// MINIO_ROOT_PASSWORD.
+    pub root_password: Secret,
+    /// Buckets to create (idempotently).
+    pub buckets: Vec<BucketName>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ObjectStoreRaw {
+    #[serde(default)]
+    flavor: Flavor,
+    #[serde(default)]
+    volumes: Option<Volumes>,
+    #[serde(default = "default_api_port")]
+    api_port: Port,
+    #[serde(default = "default_console_port")]
+    console_port: Port,
+    #[serde(default = "default_minio_data")]
+    data_dir: AbsPath,
+    #[serde(default = "default_minio_log")]
+    log_dir: AbsPath,
+    root_user: AccessKey,
+    root_password: Secret,
+    #[serde(default)]
+    buckets: Vec<BucketName>,
+}
+
+fn abs(s: &str) -> AbsPath {
+    AbsPath::new(s).expect("built-in default path is valid")
+}
+fn default_api_port() -> Port {
+    Port::of(9000)
+}
+fn default_console_port() -> Port {
+    Port::of(9001)
+}
+fn default_minio_data() -> AbsPath {
+    abs("/var/lib/minio")
+}
+fn default_minio_log() -> AbsPath {
+    abs("/var/log/minio")
+}
+
+impl TryFrom<ObjectStoreRaw> for ObjectStore {
+    type Error = String;
+    fn try_from(r: ObjectStoreRaw) -> Result<Self, String> {
+        if r.api_port == r.console_port {
+            return Err(format!(
+                "roles.object_store: api_port and console_port are both {}",
+                r.api_port
+            ));
+        }
+        let volumes = r
+            .volumes
+            .unwrap_or_else(|| Volumes::Local(vec![r.data_dir.clone()]));
+        if matches!(&volumes, Volumes::Local(v) if v.is_empty()) {
+            return Err("roles.object_store.volumes: list at least one directory (or omit it to use data_dir)".into());
+        }
+        let distinct: BTreeSet<_> = r.buckets.iter().collect();
+        if distinct.len() != r.buckets.len() {
+            return Err("roles.object_store.buckets: a bucket is listed twice".into());
+        }
+        Ok(ObjectStore {
+            flavor: r.flavor,
+            volumes,
+            api_port: r.api_port,
+            console_port: r.console_port,
+            data_dir: r.data_dir,
+            log_dir: r.log_dir,
+            root_user: r.root_user,
+            root_password: r.root_password,
+            buckets: r.buckets,
+        })
+    }
+}
+
+/// The Spark role (standalone cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "SparkRaw")]
+pub struct Spark {
+    /// SPARK_HOME (/opt/spark).
+    pub home: AbsPath,
+    /// JAVA_HOME (/opt/java).
+    pub java_home: AbsPath,
+    /// SPARK_LOG_DIR (/opt/spark/logs).
+    pub log_dir: AbsPath,
+    /// Run a master here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master: Option<SparkMaster>,
+    /// Run a worker here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<SparkWorker>,
+    /// With a local master: readiness waits until this many workers are ALIVE
+    /// (default 1 when a master runs here, 0 = only wait for the master's UI).
+    pub expect_workers: u32,
+    /// S3A settings for spark-defaults.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<SparkS3>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SparkRaw {
+    #[serde(default = "default_spark_home")]
+    home: AbsPath,
+    #[serde(default = "default_java_home")]
+    java_home: AbsPath,
+    #[serde(default = "default_spark_logs")]
+    log_dir: AbsPath,
+    #[serde(default)]
+    master: Option<SparkMaster>,
+    #[serde(default)]
+    worker: Option<SparkWorker>,
+    #[serde(default)]
+    expect_workers: Option<u32>,
+    #[serde(default)]
+    s3: Option<SparkS3>,
+}
+
+fn default_spark_home() -> AbsPath {
+    abs("/opt/spark")
+}
+fn default_java_home() -> AbsPath {
+    abs("/opt/java")
+}
+fn default_spark_logs() -> AbsPath {
+    abs("/opt/spark/logs")
+}
+
+impl TryFrom<SparkRaw> for Spark {
+    type Error = String;
+    fn try_from(r: SparkRaw) -> Result<Self, String> {
+        if r.master.is_none() && r.worker.is_none() {
+            return Err("roles.spark: configure a master, a worker, or both".into());
+        }
+        if let (Some(m), Some(w)) = (&r.master, &r.worker) {
+            if m.port == w.ui_port || m.ui_port == w.ui_port {
+                return Err(format!(
+                    "roles.spark: worker ui_port {} clashes with the master's ports",
+                    w.ui_port
+                ));
+            }
+        }
+        if let Some(m) = &r.master {
+            if m.port == m.ui_port {
+                return Err(format!(
+                    "roles.spark.master: port and ui_port are both {}",
+                    m.port
+                ));
+            }
+        }
+        let expect_workers = match (r.expect_workers, &r.master) {
+            (Some(n), Some(_)) => n,
+            (Some(n), None) if n > 0 => {
+                return Err(
+                    "roles.spark.expect_workers needs a local master to check against".into(),
+                )
+            }
+            (_, Some(_)) => 1,
+            (_, None) => 0,
+        };
+        Ok(Spark {
+            home: r.home,
+            java_home: r.java_home,
+            log_dir: r.log_dir,
+            master: r.master,
+            worker: r.worker,
+            expect_workers,
+            s3: r.s3,
+        })
+    }
+}
+
+/// A Spark standalone master on this guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkMaster {
+    /// Address the master binds and advertises (this guest's name or IP).
+    pub host: Hostname,
+    /// RPC port (7077).
+    #[serde(default = "default_master_port")]
+    pub port: Port,
+    /// Web UI port (8080).
+    #[serde(default = "default_master_ui")]
+    pub ui_port: Port,
+}
+
+fn default_master_port() -> Port {
+    Port::of(7077)
+}
+fn default_master_ui() -> Port {
+    Port::of(8080)
+}
+fn default_worker_ui() -> Port {
+    Port::of(8081)
+}
+
+/// A Spark standalone worker on this guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkWorker {
+    /// The master to join, `spark://host:7077`.
+    pub master_url: SparkUrl,
+    /// Cores offered to executors (>= 1).
+    pub cores: Cores,
+    /// Memory offered to executors, e.g. `4g`.
+    pub memory: Memory,
+    /// Web UI port (8081).
+    #[serde(default = "default_worker_ui")]
+    pub ui_port: Port,
+}
+
+/// A core count of at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Cores(u32);
+
+impl Cores {
+    /// Refuses 0.
+    pub fn new(n: u32) -> Result<Self, InvalidValue> {
+        if n == 0 {
+            return Err(InvalidValue {
+                what: "core count",
+                shown: Some("0".into()),
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(Cores(n))
+    }
+    /// The count.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Cores {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Cores(
+            types::deserialize_ranged(d, "core count", 1, 4096)? as u32
+        ))
+    }
+}
+
+/// Spark's S3A connection to the object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparkS3 {
+    /// `http://host:9000`.
+    pub endpoint: HttpUrl,
+    /// fs.s3a.access.key.
+    pub access_key: AccessKey,
+    /// fs.s3a.secret.key.
+    pub secret_key: Secret,
+    /// fs.s3a.path.style.access (default true; MinIO wants it).
+    #[serde(default = "yes")]
+    pub path_style: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Seed {
+    /// Parses and validates a seed document. Errors carry the field path and,
+    /// through [`SeedError::location`], the line and column.
+    pub fn from_yaml(text: &str) -> Result<Seed, SeedError> {
+        Ok(serde_yaml::from_str(text)?)
+    }
+
+    /// The canonical YAML form: deterministic for equal seeds.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).expect("a seed always serializes")
+    }
+
+    /// Lowercase hex SHA-256 of the UTF-8 bytes of [`Seed::to_yaml`].
+    pub fn instance_id(&self) -> String {
+        hex::encode(Sha256::digest(self.to_yaml().as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests;
