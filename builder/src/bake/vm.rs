@@ -1,0 +1,377 @@
+//! The VM bake: a qcow2 cloud image plus a payload tree in, a qcow2 out, as
+//! an ordinary user (no root, loop devices, mounts, NBD, KVM or namespaces).
+//!
+//! Stages: `qemu-img convert` the base to a sparse raw file beside the output;
+//! find the root partition in the GPT by its label (partition name, else the
+//! ext4 volume label); size the payload in ext4 blocks; grow the file, the GPT
+//! (both headers, the entry, the protective MBR) and, with `resize2fs`, the
+//! filesystem; write the payload with one `debugfs -w` run; pin the timestamps
+//! libext2fs stamps from the clock; `e2fsck -fn`; `qemu-img convert` back to
+//! qcow2 and rename into place. The work directory lives beside the output and
+//! is removed on every exit, so a failure leaves nothing behind.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use super::ext4::{self, Needs, Superblock};
+use super::gpt;
+use crate::payload::Tree;
+
+const MIB: u64 = 1 << 20;
+
+/// How to bake.
+#[derive(Debug, Clone)]
+pub struct VmBakeOptions {
+    /// Free space to leave in the root filesystem beyond the payload's estimate.
+    pub headroom_bytes: u64,
+    /// The root partition's GPT name or ext4 volume label.
+    pub root_label: String,
+    /// zstd-compressed qcow2 clusters (needs QEMU 5.1+ to read; Proxmox VE 8 has it).
+    pub compress: bool,
+    /// Refuse to produce a disk larger than this (virtual size).
+    pub max_disk_bytes: Option<u64>,
+    /// Unix time stamped on the filesystem's last-write time and the inodes
+    /// e2fsprogs touches for its own purposes.
+    pub timestamp: u64,
+}
+
+impl Default for VmBakeOptions {
+    fn default() -> Self {
+        VmBakeOptions {
+            headroom_bytes: 256 * MIB,
+            root_label: "cloudimg-rootfs".to_string(),
+            compress: false,
+            max_disk_bytes: None,
+            timestamp: crate::payload::default_mtime(),
+        }
+    }
+}
+
+/// Errors a caller may want to tell apart from plain failures.
+#[derive(Debug, thiserror::Error)]
+pub enum VmBakeError {
+    #[error("the payload needs a {needed}-byte disk, more than the maximum of {max} bytes")]
+    TooLarge { needed: u64, max: u64 },
+}
+
+/// What a bake did and how long each stage took.
+#[derive(Debug, Clone)]
+pub struct VmBakeStats {
+    pub base_virtual_size: u64,
+    pub disk_bytes: u64,
+    pub root_partition: u32,
+    pub root_offset: u64,
+    pub fs_blocks_before: u64,
+    pub fs_blocks_after: u64,
+    pub block_size: u64,
+    pub payload: Needs,
+    pub payload_bytes: u64,
+    pub output_bytes: u64,
+    /// `(stage, duration)` in execution order.
+    pub stages: Vec<(&'static str, Duration)>,
+}
+
+impl VmBakeStats {
+    pub fn total(&self) -> Duration {
+        self.stages.iter().map(|(_, d)| *d).sum()
+    }
+}
+
+struct Timer {
+    stages: Vec<(&'static str, Duration)>,
+    at: Instant,
+}
+
+impl Timer {
+    fn lap(&mut self, stage: &'static str) {
+        let now = Instant::now();
+        let d = now - self.at;
+        tracing::info!(stage, secs = d.as_secs_f64(), "vm bake stage done");
+        self.stages.push((stage, d));
+        self.at = now;
+    }
+}
+
+fn qemu_img(cmd: &mut Command, what: &str) -> Result<Vec<u8>> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running qemu-img to {what} (is qemu-utils installed?)"))?;
+    if !out.status.success() {
+        bail!(
+            "qemu-img failed to {what} ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// The format and virtual size `qemu-img info` reports.
+pub fn image_info(path: &Path) -> Result<(String, u64)> {
+    let json = qemu_img(
+        Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(path),
+        &format!("inspect {}", path.display()),
+    )?;
+    let v: serde_json::Value = serde_json::from_slice(&json)
+        .with_context(|| format!("parsing qemu-img info of {}", path.display()))?;
+    let format = v["format"].as_str().unwrap_or_default().to_string();
+    let size = v["virtual-size"]
+        .as_u64()
+        .context("qemu-img info gave no virtual-size")?;
+    Ok((format, size))
+}
+
+/// Finds the root partition: the one whose GPT name is `label`, else the one
+/// whose ext4 volume label is `label`. Returns it with its superblock.
+fn find_root(raw: &File, table: &gpt::Gpt, label: &str) -> Result<(gpt::Partition, Superblock)> {
+    let ss = table.sector_size;
+    let by_name: Vec<_> = table
+        .partitions
+        .iter()
+        .filter(|p| p.name == label)
+        .collect();
+    let part = match by_name.as_slice() {
+        [p] => (*p).clone(),
+        [] => {
+            let by_fs: Vec<_> = table
+                .partitions
+                .iter()
+                .filter(|p| {
+                    Superblock::read(raw, p.first_lba * ss).is_ok_and(|sb| sb.label == label)
+                })
+                .collect();
+            match by_fs.as_slice() {
+                [p] => (*p).clone(),
+                [] => bail!(
+                    "no partition named or labelled {label:?} (partitions: {})",
+                    table
+                        .partitions
+                        .iter()
+                        .map(|p| format!("{} {:?}", p.number, p.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => bail!("several filesystems are labelled {label:?}"),
+            }
+        }
+        _ => bail!("several partitions are named {label:?}"),
+    };
+    let sb = Superblock::read(raw, part.first_lba * ss).with_context(|| {
+        format!(
+            "partition {} ({label}) does not hold an ext4 filesystem",
+            part.number
+        )
+    })?;
+    Ok((part, sb))
+}
+
+/// The size plan: how many blocks the filesystem grows to and the disk size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub fs_blocks: u64,
+    pub disk_bytes: u64,
+}
+
+/// Sizes the grown disk so the filesystem gains `needs` plus `headroom_bytes`
+/// of free blocks and enough inodes, counting the metadata of added groups.
+pub fn plan(
+    sb: &Superblock,
+    part_first_lba: u64,
+    table: &gpt::Gpt,
+    needs: Needs,
+    headroom_bytes: u64,
+) -> Plan {
+    let bs = sb.block_size;
+    let bpg = u64::from(sb.blocks_per_group);
+    let want = needs.blocks + headroom_bytes.div_ceil(bs);
+    // Every added group costs bitmaps and an inode table, and maybe a
+    // superblock backup plus group descriptors; count them all for every group.
+    let per_group = sb.group_overhead_blocks() + 2 + 1024 / (bs / 1024).max(1);
+    let mut grow = want + (want.div_ceil(bpg) + 1) * per_group;
+    loop {
+        let new_blocks = sb.blocks_count + grow;
+        let added_groups = sb.groups(new_blocks) - sb.groups(sb.blocks_count);
+        let inodes = u64::from(sb.free_inodes) + added_groups * u64::from(sb.inodes_per_group);
+        if inodes >= needs.inodes {
+            break;
+        }
+        grow += bpg;
+    }
+    let ss = table.sector_size;
+    let fs_end = part_first_lba * ss + (sb.blocks_count + grow) * bs;
+    let tail = (table.entry_sectors() + 1) * ss;
+    let disk_bytes = (fs_end + tail).div_ceil(MIB) * MIB;
+    // The partition then reaches the new last usable sector; fill it.
+    let last_usable_end = disk_bytes - tail;
+    let fs_blocks = (last_usable_end - part_first_lba * ss) / bs;
+    Plan {
+        fs_blocks,
+        disk_bytes,
+    }
+}
+
+/// Bakes `payload` into a copy of `base_qcow2`, writing `out` atomically.
+pub fn bake(
+    base_qcow2: &Path,
+    payload: &Tree,
+    out: &Path,
+    opts: &VmBakeOptions,
+) -> Result<VmBakeStats> {
+    let mut t = Timer {
+        stages: Vec::new(),
+        at: Instant::now(),
+    };
+    let (format, base_virtual_size) = image_info(base_qcow2)?;
+    ensure!(
+        format == "qcow2",
+        "base image {} is {format:?}, not qcow2",
+        base_qcow2.display()
+    );
+    let out_dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let work = tempfile::Builder::new()
+        .prefix(".imgbuild-vm-")
+        .tempdir_in(&out_dir)
+        .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
+    let raw = work.path().join("disk.raw");
+    t.lap("inspect");
+
+    qemu_img(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-f", "qcow2", "-O", "raw"])
+            .arg(base_qcow2)
+            .arg(&raw),
+        &format!("convert {} to raw", base_qcow2.display()),
+    )?;
+    t.lap("convert_in");
+
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&raw)
+        .with_context(|| format!("opening {}", raw.display()))?;
+    let table =
+        gpt::read(&file).with_context(|| format!("reading the GPT of {}", base_qcow2.display()))?;
+    let (part, sb) = find_root(&file, &table, &opts.root_label)
+        .with_context(|| format!("finding the root partition of {}", base_qcow2.display()))?;
+    let offset = part.first_lba * table.sector_size;
+    sb.ensure_clean()
+        .with_context(|| format!("checking the root filesystem of {}", base_qcow2.display()))?;
+    let part_bytes = (part.last_lba + 1 - part.first_lba) * table.sector_size;
+    ensure!(
+        sb.blocks_count * sb.block_size <= part_bytes,
+        "the root filesystem ({} bytes) is larger than its partition ({part_bytes} bytes)",
+        sb.blocks_count * sb.block_size
+    );
+    let needs = ext4::estimate(payload, sb.block_size);
+    let plan = plan(&sb, part.first_lba, &table, needs, opts.headroom_bytes);
+    if let Some(max) = opts.max_disk_bytes {
+        if plan.disk_bytes > max {
+            return Err(VmBakeError::TooLarge {
+                needed: plan.disk_bytes,
+                max,
+            }
+            .into());
+        }
+    }
+    let grown = table.grown(plan.disk_bytes / table.sector_size, part.number)?;
+    file.set_len(plan.disk_bytes)
+        .with_context(|| format!("growing {}", raw.display()))?;
+    gpt::write_grown(&file, &table, &grown)?;
+    drop(file);
+    t.lap("grow");
+
+    let fs_time = u32::try_from(
+        opts.timestamp
+            .max(u64::from(sb.wtime))
+            .max(u64::from(sb.mtime)),
+    )
+    .context("timestamp beyond 2106")?;
+    ext4::resize(&raw, offset, plan.fs_blocks, fs_time)?;
+    t.lap("resize2fs");
+
+    let staging = work.path().join("staging");
+    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let dirs = payload_parent_dirs(payload);
+    let existing = ext4::list_dirs(&raw, offset, &dirs, work.path())?;
+    let mut st = ext4::Staging::new(staging);
+    let mut script = ext4::write_script(payload, &existing, &mut st)?;
+    if sb.has_resize_inode() {
+        script.push_str(&ext4::resize_inode_times(fs_time));
+    }
+    let script_path = work.path().join("write.debugfs");
+    std::fs::write(&script_path, script)
+        .with_context(|| format!("writing {}", script_path.display()))?;
+    ext4::debugfs(&raw, offset, &script_path, true, fs_time)
+        .context("writing the payload into the root filesystem")?;
+    let file = OpenOptions::new().read(true).write(true).open(&raw)?;
+    ext4::set_write_time(&file, offset, fs_time)?;
+    drop(file);
+    t.lap("debugfs");
+
+    ext4::check(&raw, offset).context("the baked root filesystem does not check clean")?;
+    t.lap("e2fsck");
+
+    let tmp_out = work.path().join("out.qcow2");
+    let mut cmd = Command::new("qemu-img");
+    cmd.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]);
+    if opts.compress {
+        cmd.args(["-c", "-o", "compression_type=zstd"]);
+    }
+    cmd.arg(&raw).arg(&tmp_out);
+    qemu_img(
+        &mut cmd,
+        &format!("convert the baked disk to {}", out.display()),
+    )?;
+    std::fs::remove_file(&raw).with_context(|| format!("removing {}", raw.display()))?;
+    let f = File::open(&tmp_out).with_context(|| format!("opening {}", tmp_out.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", tmp_out.display()))?;
+    let output_bytes = f.metadata()?.len();
+    std::fs::rename(&tmp_out, out).with_context(|| format!("renaming into {}", out.display()))?;
+    File::open(&out_dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", out_dir.display()))?;
+    t.lap("convert_out");
+
+    Ok(VmBakeStats {
+        base_virtual_size,
+        disk_bytes: plan.disk_bytes,
+        root_partition: part.number,
+        root_offset: offset,
+        fs_blocks_before: sb.blocks_count,
+        fs_blocks_after: plan.fs_blocks,
+        block_size: sb.block_size,
+        payload: needs,
+        payload_bytes: payload.content_bytes(),
+        output_bytes,
+        stages: t.stages,
+    })
+}
+
+/// Every directory whose contents the payload touches: the parents of all
+/// entries plus the payload's own directories.
+fn payload_parent_dirs(payload: &Tree) -> std::collections::BTreeSet<String> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for (path, node) in payload.iter() {
+        let parent = path.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
+        dirs.insert(if parent.is_empty() {
+            "/".to_string()
+        } else {
+            parent.to_string()
+        });
+        if matches!(node.kind, crate::payload::NodeKind::Dir) {
+            dirs.insert(path.to_string());
+        }
+    }
+    dirs
+}
