@@ -1,0 +1,343 @@
+//! Semantic checks on a converted lab: rules that span several fields or
+//! guests (uniqueness, subnets, limits, ports, references, cluster shapes),
+//! and the lab-against-recipes checks. Each problem is reported at the field
+//! that has to change.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::lab::{Guest, GuestKind, Lab};
+use super::lab_parse::quoted;
+use super::recipe::{ImageKind, Install, Recipe};
+use super::types::Size;
+use super::yaml::{self, Ctx};
+
+/// Smallest memory Proxmox accepts (`memory` minimum 16, in MiB).
+pub const MIN_MEMORY: u64 = 16 * Size::MIB;
+/// Smallest disk we accept; Proxmox allocates disks in whole GiB.
+pub const MIN_DISK: u64 = Size::GIB;
+/// MinIO erasure coding needs at least this many drives in a distributed/multi-drive setup.
+pub const MIN_ERASURE_DRIVES: u32 = 4;
+
+fn gpath(g: &Guest, rest: &str) -> String {
+    format!("guests.{}.{rest}", g.name)
+}
+
+/// Every rule that needs only the lab itself.
+pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
+    let net = lab.network.cidr;
+    if !net.is_host(lab.network.gateway) {
+        ctx.err(
+            "network.gateway",
+            format!(
+                "gateway {} is not a host address inside {net}",
+                lab.network.gateway
+            ),
+        );
+    }
+    let mut vmids: HashMap<u32, &Guest> = HashMap::new();
+    let mut addrs: HashMap<std::net::Ipv4Addr, &Guest> = HashMap::new();
+    for g in &lab.guests {
+        if let Some(first) = vmids.insert(g.vmid.get(), g) {
+            ctx.err(
+                &gpath(g, "vmid"),
+                format!("vmid {} is already used by guest `{}`", g.vmid, first.name),
+            );
+            vmids.insert(first.vmid.get(), first);
+        }
+        let a = g.address;
+        if !net.contains(a) {
+            ctx.err(
+                &gpath(g, "address"),
+                format!("{a} is outside the lab's network {net}"),
+            );
+        } else if !net.is_host(a) {
+            ctx.err(
+                &gpath(g, "address"),
+                format!("{a} is the network or broadcast address of {net}: pick a host address"),
+            );
+        } else if a == lab.network.gateway {
+            ctx.err(
+                &gpath(g, "address"),
+                format!("{a} is the gateway's address"),
+            );
+        } else if let Some(first) = addrs.insert(a, g) {
+            ctx.err(
+                &gpath(g, "address"),
+                format!("{a} is already the address of guest `{}`", first.name),
+            );
+            addrs.insert(a, first);
+        }
+        resources(g, ctx);
+        ports(g, ctx);
+        spark(lab, g, ctx);
+    }
+    object_store_pools(lab, ctx);
+}
+
+fn resources(g: &Guest, ctx: &mut Ctx) {
+    let r = &g.resources;
+    if r.memory.bytes() < MIN_MEMORY {
+        ctx.err(
+            &gpath(g, "resources.memory"),
+            format!("{} is below Proxmox's minimum of 16MiB", r.memory),
+        );
+    } else if r.memory.bytes() % Size::MIB != 0 {
+        ctx.err(
+            &gpath(g, "resources.memory"),
+            format!("{}: Proxmox sets memory in whole MiB", r.memory),
+        );
+    }
+    if r.disk.bytes() < MIN_DISK {
+        ctx.err(
+            &gpath(g, "resources.disk"),
+            format!("{} is below the minimum disk of 1GiB", r.disk),
+        );
+    } else if r.disk.bytes() % Size::GIB != 0 {
+        ctx.err(
+            &gpath(g, "resources.disk"),
+            format!("{}: Proxmox sizes disks in whole GiB", r.disk),
+        );
+    }
+}
+
+fn ports(g: &Guest, ctx: &mut Ctx) {
+    let mut seen: BTreeMap<u16, &str> = BTreeMap::new();
+    for p in g.open_ports() {
+        if let Some(first) = seen.get(&p.port.get()) {
+            let what = if *first == "ssh" {
+                "ssh".to_string()
+            } else {
+                format!("`{first}`")
+            };
+            ctx.err(
+                &gpath(g, p.field),
+                format!(
+                    "port {} is already used by {what} on this guest: pick another port",
+                    p.port
+                ),
+            );
+        } else {
+            seen.insert(p.port.get(), p.field);
+        }
+    }
+}
+
+fn spark(lab: &Lab, g: &Guest, ctx: &mut Ctx) {
+    let Some(s) = &g.roles.spark else { return };
+    let names: Vec<&str> = lab.guests.iter().map(|g| g.name.as_str()).collect();
+    if let Some(w) = &s.worker {
+        let path = gpath(g, "roles.spark.worker.master");
+        match lab.guest(w.master.as_str()) {
+            None => ctx.err(&path, unknown_guest(w.master.as_str(), &names)),
+            Some(m) if m.roles.spark.as_ref().and_then(|s| s.master.as_ref()).is_none() => ctx.err(
+                &path,
+                format!("guest `{}` runs no Spark master: add `roles.spark.master` there or point at the guest that has one", m.name),
+            ),
+            Some(_) => {}
+        }
+        if w.cores > g.resources.cores {
+            ctx.err(
+                &gpath(g, "roles.spark.worker.cores"),
+                format!(
+                    "the worker offers {} cores but the guest has {}",
+                    w.cores, g.resources.cores
+                ),
+            );
+        }
+        if w.memory >= g.resources.memory {
+            ctx.err(
+                &gpath(g, "roles.spark.worker.memory"),
+                format!(
+                    "the worker offers {} but the guest has only {}: leave room for the system",
+                    w.memory, g.resources.memory
+                ),
+            );
+        }
+    }
+    if let Some(s3) = &s.s3 {
+        let path = gpath(g, "roles.spark.s3.object_store");
+        match lab.guest(s3.object_store.as_str()) {
+            None => ctx.err(&path, unknown_guest(s3.object_store.as_str(), &names)),
+            Some(t) if t.roles.object_store.is_none() => ctx.err(
+                &path,
+                format!("guest `{}` has no object_store role", t.name),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn unknown_guest(name: &str, names: &[&str]) -> String {
+    let mut msg = format!("no guest is named `{name}`");
+    match yaml::suggest(name, names) {
+        Some(s) => msg.push_str(&format!(": did you mean `{s}`?")),
+        None => msg.push_str(&format!(": guests are {}", quoted(names))),
+    }
+    msg
+}
+
+fn object_store_pools(lab: &Lab, ctx: &mut Ctx) {
+    let mut pools: BTreeMap<&str, Vec<&Guest>> = BTreeMap::new();
+    for g in &lab.guests {
+        let Some(o) = &g.roles.object_store else {
+            continue;
+        };
+        match &o.pool {
+            Some(p) => pools.entry(p.as_str()).or_default().push(g),
+            None if o.drives_per_guest > 1 && o.drives_per_guest < MIN_ERASURE_DRIVES => ctx.err(
+                &gpath(g, "roles.object_store.drives_per_guest"),
+                format!(
+                    "{} drives: a multi-drive object store needs at least {MIN_ERASURE_DRIVES} drives for erasure coding (or use 1)",
+                    o.drives_per_guest
+                ),
+            ),
+            None => {}
+        }
+    }
+    for (pool, members) in pools {
+        let first = members[0];
+        let f = first
+            .roles
+            .object_store
+            .as_ref()
+            .expect("pool members have the role");
+        let total: u32 = members
+            .iter()
+            .filter_map(|g| g.roles.object_store.as_ref())
+            .map(|o| o.drives_per_guest)
+            .sum();
+        if (members.len() > 1 || f.drives_per_guest > 1) && total < MIN_ERASURE_DRIVES {
+            ctx.err(
+                &gpath(first, "roles.object_store.pool"),
+                format!(
+                    "pool `{pool}` has {total} drive{} ({} guest{} x drives_per_guest): distributed MinIO needs at least {MIN_ERASURE_DRIVES}",
+                    if total == 1 { "" } else { "s" },
+                    members.len(),
+                    if members.len() == 1 { "" } else { "s" },
+                ),
+            );
+        }
+        for g in &members[1..] {
+            let o = g
+                .roles
+                .object_store
+                .as_ref()
+                .expect("pool members have the role");
+            let mut differ = |field: &str, same: bool| {
+                if !same {
+                    ctx.err(
+                        &gpath(g, &format!("roles.object_store.{field}")),
+                        format!(
+                            "every guest in pool `{pool}` must have the same {field} as `{}`",
+                            first.name
+                        ),
+                    );
+                }
+            };
+            differ("flavor", o.flavor == f.flavor);
+            differ("drives_per_guest", o.drives_per_guest == f.drives_per_guest);
+            differ("api_port", o.api_port == f.api_port);
+            differ("data_dir", o.data_dir == f.data_dir);
+            differ("root_user", o.root_user == f.root_user);
+            differ("root_password", o.root_password == f.root_password);
+        }
+        if members.len() > 1 {
+            pool_names(pool, &members, ctx);
+        }
+    }
+}
+
+/// MinIO names a distributed pool's servers with one expansion
+/// (`http://minio{1...4}`), so members need a common prefix and consecutive numbers.
+fn pool_names(pool: &str, members: &[&Guest], ctx: &mut Ctx) {
+    let split = |n: &str| {
+        let i = n.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (p, d) = n.split_at(i);
+        (p.to_string(), d.parse::<u64>().ok())
+    };
+    let (prefix, _) = split(members[0].name.as_str());
+    let mut nums = Vec::new();
+    for g in members {
+        match split(g.name.as_str()) {
+            (p, Some(n)) if p == prefix => nums.push(n),
+            _ => {
+                ctx.err(
+                    &format!("guests.{}", g.name),
+                    format!(
+                        "guests in pool `{pool}` need names `<prefix><number>` with one prefix (like {prefix}1, {prefix}2, ...) so MinIO can address them as {prefix}{{1...{}}}",
+                        members.len()
+                    ),
+                );
+                return;
+            }
+        }
+    }
+    nums.sort_unstable();
+    if nums.windows(2).any(|w| w[1] != w[0] + 1) {
+        let g = members.last().expect("pool has members");
+        ctx.err(
+            &format!("guests.{}", g.name),
+            format!("guests in pool `{pool}` must be numbered consecutively (MinIO expands {prefix}{{N...M}})"),
+        );
+    }
+}
+
+/// Lab guests against the loaded recipes: the image exists, has the guest's
+/// kind, and installs what the guest's roles run.
+pub(crate) fn images(lab: &Lab, recipes: &[Recipe], ctx: &mut Ctx) {
+    let names: Vec<&str> = recipes.iter().map(|r| r.name.as_str()).collect();
+    for g in &lab.guests {
+        let path = gpath(g, "image");
+        let Some(r) = recipes.iter().find(|r| r.name == g.image) else {
+            let mut msg = format!("no recipe is named `{}` in the images directory", g.image);
+            match yaml::suggest(&g.image, &names) {
+                Some(s) => msg.push_str(&format!(": did you mean `{s}`?")),
+                None if names.is_empty() => msg.push_str(": it holds no recipes"),
+                None => msg.push_str(&format!(": recipes are {}", quoted(&names))),
+            }
+            ctx.err(&path, msg);
+            continue;
+        };
+        let want = match g.kind {
+            GuestKind::Vm => ImageKind::Vm,
+            GuestKind::Lxc => ImageKind::Lxc,
+        };
+        if r.kind != want {
+            ctx.err(
+                &path,
+                format!(
+                    "image `{}` is a {} image but the guest is kind `{}`",
+                    r.name,
+                    r.kind.as_str(),
+                    g.kind.as_str()
+                ),
+            );
+            continue;
+        }
+        let installs = |p: &str| {
+            r.payload.iter().any(|i| match &i.install {
+                Install::File { path, .. } => path == p,
+                Install::Unpack { to, .. } => to == p,
+            })
+        };
+        let mut need = Vec::new();
+        if let Some(o) = &g.roles.object_store {
+            need.push(("object_store", o.flavor.binary_path()));
+        }
+        if g.roles.spark.is_some() {
+            need.push(("spark", "/opt/spark"));
+            need.push(("spark", "/opt/java"));
+        }
+        for (role, p) in need {
+            if !installs(p) {
+                ctx.err(
+                    &path,
+                    format!(
+                        "role {role} needs {p} but image `{}` installs nothing there",
+                        r.name
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The lab: one Proxmox VE cluster, one network, and the guests to run on it
+//! with their roles. [`load`] reads `lab/*.yaml` into these types, checks every
+//! rule it can check without the image recipes, and reads the SSH public keys;
+//! [`crate::model::load_all`] also resolves image names against the recipes.
+//!
+//! A sample (see `lab/homelab.yaml` for the full, commented file):
+//!
+//! ```yaml
+//! proxmox:
+//!   endpoint: https://192.168.1.2:8006
+//!   token: env:PVE_TOKEN            # USER@REALM!TOKENID=SECRET
+//!   tls: verify                     # or {fingerprint: "AB:CD:..."}
+//!   nodes:
+//!     - name: pve
+//!       storage: {images: local-lvm, iso: local, vztmpl: local, import: local}
+//! network: {bridge: vmbr0, cidr: 192.168.1.0/24, gateway: 192.168.1.1, dns: [8.8.8.8]}
+//! ssh: {authorized_keys: [~/.ssh/id_ed25519.pub]}
+//! guests:
+//!   minio:
+//!     kind: lxc
+//!     vmid: 200
+//!     image: ubuntu-22.04-lxc
+//!     resources: {cores: 2, memory: 4GiB, disk: 20GiB}
+//!     address: 192.168.1.200
+//!     roles:
+//!       object_store: {root_user: env:MINIO_ROOT_USER, root_password: env:MINIO_ROOT_PASSWORD}
+//! ```
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use url::Url;
+
+use super::lab_parse;
+use super::types::{Cores, Hostname, Ipv4Cidr, Port, SecretRef, Size, VmId};
+use super::yaml::Spans;
+use crate::diag::BadInput;
+
+/// Reads, converts and checks a lab file (everything except image names,
+/// which need the recipes). Bad input is a [`BadInput`] listing every problem found.
+pub fn load(path: &Path) -> Result<Lab> {
+    lab_parse::load(path).map_err(|d| BadInput(d).into())
+}
+
+/// A whole lab file.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub proxmox: Proxmox,
+    pub network: Network,
+    pub ssh: Ssh,
+    /// In file order.
+    pub guests: Vec<Guest>,
+    /// Where each field was written (dotted field path -> line/column), for diagnostics.
+    pub spans: Spans,
+}
+
+/// The Proxmox VE cluster (or single host) the lab deploys to.
+#[derive(Debug, Clone)]
+pub struct Proxmox {
+    /// Base URL of the API, e.g. `https://192.168.1.2:8006` (no path; clients add `/api2/json`).
+    pub endpoint: Url,
+    /// The API token, `USER@REALM!TOKENID=SECRET`, by reference.
+    pub token: SecretRef,
+    pub tls: Tls,
+    /// At least one; guests name theirs with `node:` when there are several.
+    pub nodes: Vec<PveNode>,
+}
+
+/// How the endpoint's TLS certificate is trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tls {
+    /// Verify against the system's CA roots.
+    Verify,
+    /// Pin the certificate's SHA-256 fingerprint, uppercase hex pairs joined by `:`
+    /// (as the Proxmox GUI shows it); for the self-signed default certificate.
+    Fingerprint(String),
+}
+
+/// One Proxmox node.
+#[derive(Debug, Clone)]
+pub struct PveNode {
+    pub name: Hostname,
+    pub storage: Storage,
+}
+
+/// Proxmox storage ids on a node, by content type.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    /// Guest disks and container root file systems (`images`/`rootdir`), e.g. `local-lvm`.
+    pub images: String,
+    /// Seed ISOs (`iso`), e.g. `local`.
+    pub iso: String,
+    /// Container templates (`vztmpl`), e.g. `local`.
+    pub vztmpl: String,
+    /// Disk images uploaded for `import-from` (`import`, PVE 8.4+), e.g. `local`.
+    pub import: String,
+}
+
+/// The guests' network.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The Linux bridge guests attach to, e.g. `vmbr0`.
+    pub bridge: String,
+    pub cidr: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// SSH access to every guest (key-only).
+#[derive(Debug, Clone)]
+pub struct Ssh {
+    pub authorized_keys: Vec<SshKeyFile>,
+}
+
+/// A public key file and the key lines read from it at load time.
+#[derive(Debug, Clone)]
+pub struct SshKeyFile {
+    /// As resolved (`~` expanded, relative to the lab file).
+    pub path: PathBuf,
+    /// Each public key line (`ssh-ed25519 AAAA... comment`), comments and blanks dropped.
+    pub lines: Vec<String>,
+}
+
+impl Ssh {
+    /// Every public key line, in order, for authorized_keys.
+    pub fn public_keys(&self) -> Vec<String> {
+        self.authorized_keys
+            .iter()
+            .flat_map(|k| k.lines.iter().cloned())
+            .collect()
+    }
+}
+
+/// Virtual machine or container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestKind {
+    /// A QEMU VM from a qcow2 image, seeded through a NoCloud ISO.
+    Vm,
+    /// An LXC container from a template, seeded inside the template.
+    Lxc,
+}
+
+impl GuestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GuestKind::Vm => "vm",
+            GuestKind::Lxc => "lxc",
+        }
+    }
+}
+
+/// One guest.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// The map key in `guests:`; also the guest's host name.
+    pub name: Hostname,
+    pub kind: GuestKind,
+    pub vmid: VmId,
+    /// The Proxmox node it runs on (filled in when the lab has a single node).
+    pub node: Hostname,
+    /// The recipe name (`images/<image>.yaml`).
+    pub image: String,
+    pub resources: Resources,
+    /// Static address; the prefix is `network.cidr`'s.
+    pub address: Ipv4Addr,
+    pub roles: Roles,
+}
+
+/// CPU, memory and disk.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub cores: Cores,
+    /// At least 16 MiB and a whole number of MiB.
+    pub memory: Size,
+    /// At least 1 GiB and a whole number of GiB.
+    pub disk: Size,
+}
+
+/// The services a guest runs; absent = not on this guest.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    pub object_store: Option<ObjectStore>,
+    pub spark: Option<Spark>,
+}
+
+/// Which S3 server implementation the object-store role configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// MinIO at /usr/local/bin/minio.
+    Minio,
+}
+
+impl Flavor {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flavor::Minio => "minio",
+        }
+    }
+    /// Where the image must install the server binary.
+    pub fn binary_path(self) -> &'static str {
+        match self {
+            Flavor::Minio => "/usr/local/bin/minio",
+        }
+    }
+}
+
+/// The object-store role. Guests sharing a `pool` name form one distributed
+/// deployment (MinIO erasure coding: guests x drives_per_guest >= 4).
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    pub flavor: Flavor,
+    /// Distributed pool this guest belongs to; `None` = standalone.
+    pub pool: Option<String>,
+    /// Drives on this guest (default 1). With more than one, the drives are
+    /// directories `<data_dir>/drive1..N`.
+    pub drives_per_guest: u32,
+    /// S3 API port (default 9000).
+    pub api_port: Port,
+    /// Web console port (default 9001).
+    pub console_port: Port,
+    /// Default /var/lib/minio.
+    pub data_dir: String,
+    /// Default /var/log/minio.
+    pub log_dir: String,
+    /// Buckets to create, S3 bucket names.
+    pub buckets: Vec<String>,
+    /// MINIO_ROOT_USER, by reference.
+    pub root_user: SecretRef,
+    /// MINIO_ROOT_PASSWORD, by reference.
+    pub root_password: SecretRef,
+}
+
+/// The Spark role (standalone cluster): a master, a worker, or both.
+#[derive(Debug, Clone)]
+pub struct Spark {
+    pub master: Option<SparkMaster>,
+    pub worker: Option<SparkWorker>,
+    pub s3: Option<SparkS3>,
+}
+
+/// A Spark master on this guest.
+#[derive(Debug, Clone)]
+pub struct SparkMaster {
+    /// RPC port (default 7077).
+    pub port: Port,
+    /// Web UI port (default 8080).
+    pub ui_port: Port,
+}
+
+/// A Spark worker on this guest.
+#[derive(Debug, Clone)]
+pub struct SparkWorker {
+    /// The guest running the master to join.
+    pub master: Hostname,
+    /// Cores offered to executors (at most the guest's cores).
+    pub cores: Cores,
+    /// Memory offered to executors (less than the guest's memory).
+    pub memory: Size,
+    /// Web UI port (default 8081).
+    pub ui_port: Port,
+}
+
+/// Spark's S3A connection to an object-store guest.
+#[derive(Debug, Clone)]
+pub struct SparkS3 {
+    /// A guest with the object-store role; its API port is used.
+    pub object_store: Hostname,
+    /// Defaults to the object store's root_user.
+    pub access_key: SecretRef,
+    /// Defaults to the object store's root_password.
+    pub secret_key: SecretRef,
+}
+
+/// A port a guest listens on, with the field that asked for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenPort {
+    pub port: Port,
+    /// What it is for, e.g. `spark master UI`.
+    pub purpose: &'static str,
+    /// The dotted field path relative to the guest, e.g. `roles.spark.master.ui_port`.
+    pub field: &'static str,
+}
+
+/// SSH, always open on every guest.
+pub const SSH_PORT: Port = Port::of(22);
+
+impl Guest {
+    /// Every port this guest opens, SSH first, in a stable order.
+    pub fn open_ports(&self) -> Vec<OpenPort> {
+        let mut v = vec![OpenPort {
+            port: SSH_PORT,
+            purpose: "ssh",
+            field: "ssh",
+        }];
+        if let Some(o) = &self.roles.object_store {
+            v.push(OpenPort {
+                port: o.api_port,
+                purpose: "S3 API",
+                field: "roles.object_store.api_port",
+            });
+            v.push(OpenPort {
+                port: o.console_port,
+                purpose: "object store console",
+                field: "roles.object_store.console_port",
+            });
+        }
+        if let Some(s) = &self.roles.spark {
+            if let Some(m) = &s.master {
+                v.push(OpenPort {
+                    port: m.port,
+                    purpose: "spark master",
+                    field: "roles.spark.master.port",
+                });
+                v.push(OpenPort {
+                    port: m.ui_port,
+                    purpose: "spark master UI",
+                    field: "roles.spark.master.ui_port",
+                });
+            }
+            if let Some(w) = &s.worker {
+                v.push(OpenPort {
+                    port: w.ui_port,
+                    purpose: "spark worker UI",
+                    field: "roles.spark.worker.ui_port",
+                });
+            }
+        }
+        v
+    }
+
+    /// Role names, for display: `object_store`, `spark_master`, `spark_worker`.
+    pub fn role_names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.roles.object_store.is_some() {
+            v.push("object_store");
+        }
+        if let Some(s) = &self.roles.spark {
+            if s.master.is_some() {
+                v.push("spark_master");
+            }
+            if s.worker.is_some() {
+                v.push("spark_worker");
+            }
+        }
+        v
+    }
+}
+
+impl Lab {
+    pub fn guest(&self, name: &str) -> Option<&Guest> {
+        self.guests.iter().find(|g| g.name.as_str() == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&PveNode> {
+        self.proxmox.nodes.iter().find(|n| n.name.as_str() == name)
+    }
+
+    /// The guests of the object-store deployment `guest` belongs to, in file
+    /// order: its pool's members, or just itself when standalone.
+    pub fn object_store_members<'a>(&'a self, guest: &'a Guest) -> Vec<&'a Guest> {
+        match guest
+            .roles
+            .object_store
+            .as_ref()
+            .and_then(|o| o.pool.as_deref())
+        {
+            None => vec![guest],
+            Some(pool) => self
+                .guests
+                .iter()
+                .filter(|g| {
+                    g.roles
+                        .object_store
+                        .as_ref()
+                        .and_then(|o| o.pool.as_deref())
+                        == Some(pool)
+                })
+                .collect(),
+        }
+    }
+
+    /// The guests whose Spark worker joins the master on `master`.
+    pub fn spark_workers_of(&self, master: &str) -> Vec<&Guest> {
+        self.guests
+            .iter()
+            .filter(|g| {
+                g.roles
+                    .spark
+                    .as_ref()
+                    .and_then(|s| s.worker.as_ref())
+                    .map(|w| w.master.as_str())
+                    == Some(master)
+            })
+            .collect()
+    }
+
+    /// The image names the guests use, sorted and deduplicated.
+    pub fn images(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.guests.iter().map(|g| g.image.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}

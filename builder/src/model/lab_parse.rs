@@ -1,0 +1,753 @@
+//! YAML nodes -> [`Lab`]: the typed conversion (shapes, keys, newtypes,
+//! defaults, SSH key files), then the semantic checks in [`super::check`].
+//! Every problem found is collected; conversion stops before the semantic
+//! checks only when the shape itself was wrong.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use url::Url;
+
+use super::check;
+use super::lab::*;
+use super::types::{expand_path, parse_guest_path, parse_ipv4, Hostname, Port, SecretRef};
+use super::yaml::{self, Ctx, Field, Map};
+use crate::diag::Diagnostic;
+
+/// Reads and checks a lab file; `Err` holds every diagnostic.
+pub(crate) fn load(path: &Path) -> Result<Lab, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            field: "(file)".into(),
+            message: format!("cannot read the lab file: {e}"),
+        }]
+    })?;
+    let mut ctx = Ctx::new(path);
+    let lab = yaml::parse(&mut ctx, &text).and_then(|root| convert(&mut ctx, &root, path));
+    match lab {
+        Some(lab) if !ctx.has_errors() => {
+            check::lab(&lab, &mut ctx);
+            if ctx.has_errors() {
+                Err(ctx.diags)
+            } else {
+                Ok(lab)
+            }
+        }
+        _ => Err(ctx.diags),
+    }
+}
+
+fn base_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> {
+    let base = base_dir(path);
+    let top = ctx.map(Field::root(root), &["proxmox", "network", "ssh", "guests"])?;
+    let proxmox = top
+        .req(ctx, "proxmox", "the Proxmox endpoint, token, TLS and nodes")
+        .and_then(|f| proxmox(ctx, f, base));
+    let network = top
+        .req(ctx, "network", "the bridge, cidr, gateway and dns")
+        .and_then(|f| network(ctx, f));
+    let ssh = top
+        .req(ctx, "ssh", "`authorized_keys: [path/to/key.pub]`")
+        .and_then(|f| ssh(ctx, f, base));
+    let guests = top
+        .req(ctx, "guests", "a mapping of guest name to guest")
+        .and_then(|f| guests(ctx, f, base));
+    let (proxmox, mut guests) = (proxmox?, guests?);
+    place_guests(ctx, &proxmox, &mut guests);
+    Some(Lab {
+        path: path.to_path_buf(),
+        proxmox,
+        network: network?,
+        ssh: ssh?,
+        guests: guests
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect::<Option<Vec<_>>>()?,
+        spans: ctx.spans.clone(),
+    })
+}
+
+fn proxmox(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Proxmox> {
+    let m = ctx.map(f, &["endpoint", "token", "tls", "nodes"])?;
+    let endpoint = m
+        .req(
+            ctx,
+            "endpoint",
+            "the API base URL, e.g. https://192.168.1.2:8006",
+        )
+        .and_then(|f| ctx.scalar(&f, parse_endpoint));
+    let token = m
+        .req(
+            ctx,
+            "token",
+            "a secret reference to USER@REALM!TOKENID=SECRET, e.g. `env:PVE_TOKEN`",
+        )
+        .and_then(|f| secret(ctx, &f, base));
+    let tls = m
+        .req(ctx, "tls", "`verify` or `{fingerprint: \"AB:CD:...\"}`")
+        .and_then(|f| tls(ctx, f));
+    let nodes = m
+        .req(ctx, "nodes", "a list of Proxmox nodes")
+        .and_then(|f| {
+            let items = ctx.seq(&f)?;
+            if items.is_empty() {
+                ctx.err(&f.path, "list at least one Proxmox node");
+                return None;
+            }
+            items
+                .into_iter()
+                .map(|i| node(ctx, i))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+        });
+    Some(Proxmox {
+        endpoint: endpoint?,
+        token: token?,
+        tls: tls?,
+        nodes: nodes?,
+    })
+}
+
+fn parse_endpoint(s: &str) -> Result<Url, String> {
+    let u = Url::parse(s)
+        .map_err(|e| format!("`{s}` is not a URL ({e}): expected e.g. https://192.168.1.2:8006"))?;
+    if u.scheme() != "https" {
+        return Err(format!(
+            "`{s}`: the Proxmox API is served over https, e.g. https://192.168.1.2:8006"
+        ));
+    }
+    if u.host_str().is_none()
+        || u.query().is_some()
+        || u.fragment().is_some()
+        || !(u.path() == "/" || u.path().is_empty())
+    {
+        return Err(format!(
+            "`{s}`: give only the base URL (scheme, host, port), e.g. https://192.168.1.2:8006"
+        ));
+    }
+    Ok(u)
+}
+
+fn tls(ctx: &mut Ctx, f: Field<'_>) -> Option<Tls> {
+    if let marked_yaml::Node::Scalar(_) = f.node {
+        return ctx.scalar(&f, |s| match s {
+            "verify" => Ok(Tls::Verify),
+            _ => Err(format!(
+                "`{s}`: expected `verify` or a mapping `{{fingerprint: \"AB:CD:...\"}}`"
+            )),
+        });
+    }
+    let m = ctx.map(f, &["fingerprint"])?;
+    let fp = m.req(ctx, "fingerprint", "the certificate's SHA-256 fingerprint")?;
+    ctx.scalar(&fp, parse_fingerprint).map(Tls::Fingerprint)
+}
+
+/// 32 bytes of hex, with or without `:` separators; normalized to `AB:CD:...`.
+fn parse_fingerprint(s: &str) -> Result<String, String> {
+    let hex: String = s.chars().filter(|c| *c != ':').collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{s}` is not a SHA-256 fingerprint: expected 32 hex bytes like `AB:CD:...` (Proxmox shows it under Certificates)"
+        ));
+    }
+    let up = hex.to_ascii_uppercase();
+    Ok(up
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join(":"))
+}
+
+fn node(ctx: &mut Ctx, f: Field<'_>) -> Option<PveNode> {
+    let m = ctx.map(f, &["name", "storage"])?;
+    let name = m
+        .req(ctx, "name", "the node's name as Proxmox shows it")
+        .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
+    let storage = m
+        .req(
+            ctx,
+            "storage",
+            "storage ids for images, iso, vztmpl and import",
+        )
+        .and_then(|f| {
+            let s = ctx.map(f, &["images", "iso", "vztmpl", "import"])?;
+            let mut get = |k: &str, what: &str| {
+                s.req(ctx, k, what)
+                    .and_then(|f| ctx.scalar(&f, parse_storage_id))
+            };
+            let images = get("images", "the storage for guest disks, e.g. local-lvm");
+            let iso = get("iso", "the storage for seed ISOs, e.g. local");
+            let vztmpl = get("vztmpl", "the storage for container templates, e.g. local");
+            let import = get("import", "the storage for imported disk images, e.g. local");
+            Some(Storage {
+                images: images?,
+                iso: iso?,
+                vztmpl: vztmpl?,
+                import: import?,
+            })
+        });
+    Some(PveNode {
+        name: name?,
+        storage: storage?,
+    })
+}
+
+fn parse_storage_id(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let ok = b.len() >= 2
+        && b[0].is_ascii_lowercase()
+        && (b[b.len() - 1].is_ascii_lowercase() || b[b.len() - 1].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.".contains(c));
+    if !ok {
+        return Err(format!(
+            "`{s}` is not a Proxmox storage id: expected e.g. `local` or `local-lvm`"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn network(ctx: &mut Ctx, f: Field<'_>) -> Option<Network> {
+    let m = ctx.map(f, &["bridge", "cidr", "gateway", "dns"])?;
+    let bridge = m.req(ctx, "bridge", "the Linux bridge, e.g. vmbr0").and_then(|f| {
+        ctx.scalar(&f, |s| {
+            let ok = (1..=15).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            ok.then(|| s.to_string())
+                .ok_or_else(|| format!("`{s}` is not a bridge name: 1-15 letters, digits, `_`, `.`, `-`, e.g. vmbr0"))
+        })
+    });
+    let cidr = m
+        .req(ctx, "cidr", "the subnet, e.g. 192.168.1.0/24")
+        .and_then(|f| ctx.scalar(&f, str::parse));
+    let gateway = m
+        .req(ctx, "gateway", "the default gateway, e.g. 192.168.1.1")
+        .and_then(|f| ctx.scalar(&f, parse_ipv4));
+    let dns = m
+        .req(ctx, "dns", "a list of DNS servers, e.g. [8.8.8.8]")
+        .and_then(|f| {
+            let items = ctx.seq(&f)?;
+            if items.is_empty() {
+                ctx.err(&f.path, "list at least one DNS server, e.g. [8.8.8.8]");
+                return None;
+            }
+            items
+                .iter()
+                .map(|i| ctx.scalar(i, parse_ipv4))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Option<Vec<Ipv4Addr>>>()
+        });
+    Some(Network {
+        bridge: bridge?,
+        cidr: cidr?,
+        gateway: gateway?,
+        dns: dns?,
+    })
+}
+
+fn ssh(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Ssh> {
+    let m = ctx.map(f, &["authorized_keys"])?;
+    let keys = m.req(
+        ctx,
+        "authorized_keys",
+        "a list of public key files, e.g. [~/.ssh/id_ed25519.pub]",
+    )?;
+    let items = ctx.seq(&keys)?;
+    if items.is_empty() {
+        ctx.err(
+            &keys.path,
+            "list at least one public key file: guests allow SSH by key only",
+        );
+        return None;
+    }
+    let files = items
+        .iter()
+        .map(|i| ssh_key(ctx, i, base))
+        .collect::<Vec<_>>();
+    Some(Ssh {
+        authorized_keys: files.into_iter().collect::<Option<Vec<_>>>()?,
+    })
+}
+
+const KEY_TYPES: &[&str] = &[
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "sk-ssh-ed25519@openssh.com",
+    "sk-ecdsa-sha2-nistp256@openssh.com",
+];
+
+fn ssh_key(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<SshKeyFile> {
+    let raw = ctx.text(f)?;
+    let path = expand_path(raw, base);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (create a key pair with `ssh-keygen -t ed25519`)"
+            } else {
+                ""
+            };
+            ctx.err(
+                &f.path,
+                format!("cannot read public key file {}: {e}{hint}", path.display()),
+            );
+            return None;
+        }
+    };
+    if text.contains("PRIVATE KEY") {
+        ctx.err(
+            &f.path,
+            format!(
+                "{} is a private key: give the public key (the `.pub` file)",
+                path.display()
+            ),
+        );
+        return None;
+    }
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    for l in &lines {
+        let mut parts = l.split_whitespace();
+        let (t, body) = (parts.next().unwrap_or_default(), parts.next());
+        if !KEY_TYPES.contains(&t) || !matches!(body, Some(b) if b.starts_with("AAAA")) {
+            ctx.err(
+                &f.path,
+                format!(
+                    "{} does not hold an OpenSSH public key line (`ssh-ed25519 AAAA... comment`)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    }
+    if lines.is_empty() {
+        ctx.err(&f.path, format!("{} holds no public key", path.display()));
+        return None;
+    }
+    Some(SshKeyFile { path, lines })
+}
+
+/// Each guest, plus its explicit `node:` (None when omitted).
+type ParsedGuest = (Option<Guest>, Option<Hostname>);
+
+fn guests(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Vec<ParsedGuest>> {
+    let marked_yaml::Node::Mapping(_) = f.node else {
+        ctx.err_node(
+            f.node,
+            &f.path,
+            "expected a mapping of guest name to guest, e.g. `minio: {kind: lxc, ...}`",
+        );
+        return None;
+    };
+    // Guest names are free-form keys: accept every key here, check them as host names.
+    let keys: Vec<String> = match f.node {
+        marked_yaml::Node::Mapping(m) => m.keys().map(|k| k.as_str().to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let m = ctx.map(f, &key_refs)?;
+    if m.m.is_empty() {
+        ctx.err_at(m.pos, &m.path, "define at least one guest");
+        return None;
+    }
+    let mut out = Vec::new();
+    for (name, key_pos, gf) in m.entries() {
+        let name = match name.parse::<Hostname>() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                ctx.err_at(key_pos, &gf.path, format!("guest name {e}"));
+                None
+            }
+        };
+        out.push(guest(ctx, gf, name, base));
+    }
+    Some(out)
+}
+
+fn guest(ctx: &mut Ctx, f: Field<'_>, name: Option<Hostname>, base: &Path) -> ParsedGuest {
+    let Some(m) = ctx.map(
+        f,
+        &[
+            "kind",
+            "vmid",
+            "node",
+            "image",
+            "resources",
+            "address",
+            "roles",
+        ],
+    ) else {
+        return (None, None);
+    };
+    let kind = m.req(ctx, "kind", "`vm` or `lxc`").and_then(|f| {
+        ctx.scalar(&f, |s| match s {
+            "vm" => Ok(GuestKind::Vm),
+            "lxc" => Ok(GuestKind::Lxc),
+            _ => Err(format!("`{s}` is not a guest kind: expected `vm` or `lxc`")),
+        })
+    });
+    let vmid = m
+        .req(ctx, "vmid", "a Proxmox id, 100..=999999999")
+        .and_then(|f| ctx.scalar(&f, str::parse));
+    let node = m
+        .opt("node")
+        .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
+    let image = m
+        .req(
+            ctx,
+            "image",
+            "a recipe name from the images directory, e.g. ubuntu-22.04-vm",
+        )
+        .and_then(|f| ctx.text(&f).map(String::from));
+    let resources = m
+        .req(ctx, "resources", "`{cores: N, memory: 4GiB, disk: 20GiB}`")
+        .and_then(|f| resources(ctx, f));
+    let address = m
+        .req(ctx, "address", "a static IPv4 address inside network.cidr")
+        .and_then(|f| ctx.scalar(&f, parse_ipv4));
+    let roles = match m.opt("roles") {
+        Some(f) => roles(ctx, f, base),
+        None => Some(Roles::default()),
+    };
+    // The node is filled in by `place_guests` (or an error is reported there).
+    let placeholder = Hostname::placeholder();
+    let g = (|| {
+        Some(Guest {
+            name: name?,
+            kind: kind?,
+            vmid: vmid?,
+            node: placeholder,
+            image: image?,
+            resources: resources?,
+            address: address?,
+            roles: roles?,
+        })
+    })();
+    (g, node)
+}
+
+fn resources(ctx: &mut Ctx, f: Field<'_>) -> Option<Resources> {
+    let m = ctx.map(f, &["cores", "memory", "disk"])?;
+    let cores = m
+        .req(ctx, "cores", "a core count, e.g. 2")
+        .and_then(|f| ctx.scalar(&f, str::parse));
+    let memory = m
+        .req(ctx, "memory", "a size, e.g. 4GiB")
+        .and_then(|f| ctx.scalar(&f, str::parse));
+    let disk = m
+        .req(ctx, "disk", "a size, e.g. 20GiB")
+        .and_then(|f| ctx.scalar(&f, str::parse));
+    Some(Resources {
+        cores: cores?,
+        memory: memory?,
+        disk: disk?,
+    })
+}
+
+fn roles(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Roles> {
+    let m = ctx.map(f, &["object_store", "spark"])?;
+    let object_store = m.opt("object_store").map(|f| object_store(ctx, f, base));
+    let spark = m.opt("spark").map(|f| spark(ctx, f, base));
+    Some(Roles {
+        object_store: match object_store {
+            Some(o) => Some(o?),
+            None => None,
+        },
+        spark: match spark {
+            Some(s) => Some(s?),
+            None => None,
+        },
+    })
+}
+
+fn port_or(ctx: &mut Ctx, m: &Map<'_>, key: &str, default: u16) -> Option<Port> {
+    match m.opt(key) {
+        Some(f) => ctx.scalar(&f, str::parse),
+        None => Some(Port::of(default)),
+    }
+}
+
+fn path_or(ctx: &mut Ctx, m: &Map<'_>, key: &str, default: &str) -> Option<String> {
+    match m.opt(key) {
+        Some(f) => ctx.scalar(&f, parse_guest_path),
+        None => Some(default.to_string()),
+    }
+}
+
+fn secret(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<SecretRef> {
+    ctx.scalar(f, |s| SecretRef::parse(s, base))
+}
+
+fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore> {
+    let m = ctx.map(
+        f,
+        &[
+            "flavor",
+            "pool",
+            "drives_per_guest",
+            "api_port",
+            "console_port",
+            "data_dir",
+            "log_dir",
+            "buckets",
+            "root_user",
+            "root_password",
+        ],
+    )?;
+    let flavor = match m.opt("flavor") {
+        Some(f) => ctx.scalar(&f, |s| match s {
+            "minio" => Ok(Flavor::Minio),
+            _ => Err(format!(
+                "`{s}` is not a known object-store flavor: expected `minio`"
+            )),
+        }),
+        None => Some(Flavor::Minio),
+    };
+    let pool = m.opt("pool").and_then(|f| {
+        ctx.scalar(&f, |s| {
+            s.parse::<Hostname>()
+                .map(|h| h.to_string())
+                .map_err(|e| format!("pool name {e}"))
+        })
+    });
+    let pool_ok = m.opt("pool").is_none() || pool.is_some();
+    let drives = match m.opt("drives_per_guest") {
+        Some(f) => ctx.scalar(&f, |s| match s.parse::<u32>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err(format!("`{s}`: expected a whole number of drives 1..=64")),
+        }),
+        None => Some(1),
+    };
+    let api_port = port_or(ctx, &m, "api_port", 9000);
+    let console_port = port_or(ctx, &m, "console_port", 9001);
+    let data_dir = path_or(ctx, &m, "data_dir", "/var/lib/minio");
+    let log_dir = path_or(ctx, &m, "log_dir", "/var/log/minio");
+    let buckets = match m.opt("buckets") {
+        Some(f) => ctx.seq(&f).and_then(|items| {
+            items
+                .iter()
+                .map(|i| ctx.scalar(i, parse_bucket))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+        }),
+        None => Some(Vec::new()),
+    };
+    let root_user = m
+        .req(
+            ctx,
+            "root_user",
+            "a secret reference, e.g. `env:MINIO_ROOT_USER`",
+        )
+        .and_then(|f| secret(ctx, &f, base));
+    let root_password = m
+        .req(
+            ctx,
+            "root_password",
+            "a secret reference, e.g. `env:MINIO_ROOT_PASSWORD`",
+        )
+        .and_then(|f| secret(ctx, &f, base));
+    if !pool_ok {
+        return None;
+    }
+    Some(ObjectStore {
+        flavor: flavor?,
+        pool,
+        drives_per_guest: drives?,
+        api_port: api_port?,
+        console_port: console_port?,
+        data_dir: data_dir?,
+        log_dir: log_dir?,
+        buckets: buckets?,
+        root_user: root_user?,
+        root_password: root_password?,
+    })
+}
+
+/// S3 bucket naming rules: 3-63 of `a-z0-9.-`, starting and ending with a letter or digit.
+fn parse_bucket(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let ok = (3..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && !s.contains("..")
+        && s.parse::<Ipv4Addr>().is_err();
+    if !ok {
+        return Err(format!(
+            "`{s}` is not a valid bucket name: 3-63 lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
+    let at = f.key_pos;
+    let path = f.path.clone();
+    let m = ctx.map(f, &["master", "worker", "s3"])?;
+    // `master: {}` takes every default; a bare `master:` is treated the same.
+    let master = if m.has("master") {
+        Some(match m.opt("master") {
+            Some(f) => ctx.map(f, &["port", "ui_port"]).and_then(|mm| {
+                let port = port_or(ctx, &mm, "port", 7077);
+                let ui_port = port_or(ctx, &mm, "ui_port", 8080);
+                Some(SparkMaster {
+                    port: port?,
+                    ui_port: ui_port?,
+                })
+            }),
+            None => Some(SparkMaster {
+                port: Port::of(7077),
+                ui_port: Port::of(8080),
+            }),
+        })
+    } else {
+        None
+    };
+    let worker = m.opt("worker").map(|f| {
+        let wm = ctx.map(f, &["master", "cores", "memory", "ui_port"])?;
+        let master = wm
+            .req(
+                ctx,
+                "master",
+                "the name of the guest running the Spark master",
+            )
+            .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
+        let cores = wm
+            .req(ctx, "cores", "cores offered to executors, e.g. 2")
+            .and_then(|f| ctx.scalar(&f, str::parse));
+        let memory = wm
+            .req(ctx, "memory", "memory offered to executors, e.g. 4GiB")
+            .and_then(|f| ctx.scalar(&f, str::parse));
+        let ui_port = port_or(ctx, &wm, "ui_port", 8081);
+        Some(SparkWorker {
+            master: master?,
+            cores: cores?,
+            memory: memory?,
+            ui_port: ui_port?,
+        })
+    });
+    let s3 = m.opt("s3").map(|f| {
+        let sm = ctx.map(f, &["object_store", "access_key", "secret_key"])?;
+        let target = sm
+            .req(
+                ctx,
+                "object_store",
+                "the name of a guest with the object_store role",
+            )
+            .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
+        let access = sm.opt("access_key").map(|f| secret(ctx, &f, base));
+        let secret_key = sm.opt("secret_key").map(|f| secret(ctx, &f, base));
+        Some(S3Raw {
+            target: target?,
+            access: flatten(access)?,
+            secret: flatten(secret_key)?,
+        })
+    });
+    if master.is_none() && worker.is_none() {
+        ctx.err_at(at, &path, "configure a Spark `master`, a `worker`, or both");
+        return None;
+    }
+    let master = flatten(master)?;
+    let worker = flatten(worker)?;
+    let s3 = flatten(s3)?;
+    Some(Spark {
+        master,
+        worker,
+        // Credentials default to the target's root user; filled in by `place_guests`'s caller.
+        s3: s3.map(|r| SparkS3 {
+            object_store: r.target,
+            access_key: r.access.unwrap_or(SecretRef::Env(String::new())),
+            secret_key: r.secret.unwrap_or(SecretRef::Env(String::new())),
+        }),
+    })
+}
+
+struct S3Raw {
+    target: Hostname,
+    access: Option<SecretRef>,
+    secret: Option<SecretRef>,
+}
+
+/// `None` = absent (fine), `Some(None)` = present but invalid.
+fn flatten<T>(v: Option<Option<T>>) -> Option<Option<T>> {
+    match v {
+        None => Some(None),
+        Some(Some(t)) => Some(Some(t)),
+        Some(None) => None,
+    }
+}
+
+/// Fills each guest's `node` (the only node when there is one) and reports
+/// missing or unknown placements; fills Spark S3 credential defaults.
+fn place_guests(ctx: &mut Ctx, proxmox: &Proxmox, guests: &mut [ParsedGuest]) {
+    let names: Vec<&str> = proxmox.nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut stores: Vec<(Hostname, SecretRef, SecretRef)> = Vec::new();
+    for (g, node) in guests.iter_mut() {
+        let Some(g) = g else { continue };
+        let path = format!("guests.{}.node", g.name);
+        match node.take() {
+            Some(n) if names.contains(&n.as_str()) => g.node = n,
+            Some(n) => {
+                let mut msg = format!("`{n}` is not a node in proxmox.nodes");
+                match yaml::suggest(n.as_str(), &names) {
+                    Some(s) => msg.push_str(&format!(": did you mean `{s}`?")),
+                    None => msg.push_str(&format!(": expected one of {}", quoted(&names))),
+                }
+                ctx.err(&path, msg);
+            }
+            None if names.len() == 1 => g.node = proxmox.nodes[0].name.clone(),
+            None => ctx.err(
+                &format!("guests.{}", g.name),
+                format!("several Proxmox nodes are defined: say which one runs this guest with `node:` (one of {})", quoted(&names)),
+            ),
+        }
+        if let Some(o) = &g.roles.object_store {
+            stores.push((g.name.clone(), o.root_user.clone(), o.root_password.clone()));
+        }
+    }
+    for (g, _) in guests.iter_mut() {
+        let Some(s3) = g
+            .as_mut()
+            .and_then(|g| g.roles.spark.as_mut())
+            .and_then(|s| s.s3.as_mut())
+        else {
+            continue;
+        };
+        if let Some((_, user, pass)) = stores.iter().find(|(n, _, _)| *n == s3.object_store) {
+            if s3.access_key == SecretRef::Env(String::new()) {
+                s3.access_key = user.clone();
+            }
+            if s3.secret_key == SecretRef::Env(String::new()) {
+                s3.secret_key = pass.clone();
+            }
+        }
+    }
+}
+
+pub(crate) fn quoted(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
