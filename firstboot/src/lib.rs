@@ -3,9 +3,39 @@
 //! The builder depends on this library for [`seed::Seed`] and for the exact
 //! unit file it bakes ([`UNIT_NAME`], [`UNIT_FILE`], [`AGENT_PATH`]).
 
+pub mod accounts;
+pub mod apply;
+pub mod checks;
+pub mod discover;
+pub mod fsutil;
+pub mod http;
+pub mod iso9660;
+pub mod plan;
+pub mod roles;
 pub mod seed;
+pub mod sigv4;
+pub mod status;
+pub mod systemd;
 
 pub use seed::Seed;
+
+use std::path::Path;
+
+/// A failed step of a run; the message names the step.
+#[derive(Debug, thiserror::Error)]
+#[error("step `{step}` failed: {source:#}")]
+pub struct StepFailed {
+    /// The step's name, as in status.json.
+    pub step: String,
+    /// What went wrong.
+    pub source: anyhow::Error,
+}
+
+/// Whether `seed` still needs applying under `root`: false only when it is
+/// the instance that last succeeded.
+pub fn should_run(root: &Path, seed: &Seed) -> anyhow::Result<bool> {
+    Ok(status::applied_instance(root)?.as_deref() != Some(seed.instance_id().as_str()))
+}
 
 /// Where the agent binary lives in every guest.
 pub const AGENT_PATH: &str = "/usr/local/sbin/firstboot";

@@ -1,1 +1,219 @@
-fn main() {}
+//! `firstboot`: the agent. A thin main over the library: parse arguments, find
+//! and parse the seed, apply it, print the error chain, exit 0/1/2.
+//!
+//! Usage: `firstboot [--root DIR] [--seed FILE] [--check | --plan]`
+//! - no flag: apply the seed unless its instance id already succeeded;
+//! - `--check`: for `ExecCondition=`: exit 0 when there is work to do, 1 when
+//!   the current seed was already applied or there is no seed (unit skipped);
+//! - `--plan`: print the plan (secret-bearing files elided) to stdout.
+
+use anyhow::{bail, Context, Result};
+use firstboot::{accounts, apply, discover, plan, systemd, Seed};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+enum Mode {
+    Apply,
+    Check,
+    Plan,
+}
+
+struct Args {
+    root: PathBuf,
+    seed: Option<PathBuf>,
+    mode: Mode,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        root: PathBuf::from("/"),
+        seed: None,
+        mode: Mode::Apply,
+    };
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.to_str() {
+            Some("--check") => a.mode = Mode::Check,
+            Some("--plan") => a.mode = Mode::Plan,
+            Some("--root") => a.root = it.next().context("--root needs a directory")?.into(),
+            Some("--seed") => a.seed = Some(it.next().context("--seed needs a file")?.into()),
+            Some("--help" | "-h") => {
+                println!("usage: firstboot [--root DIR] [--seed FILE] [--check | --plan]");
+                std::process::exit(0);
+            }
+            _ => bail!("unknown argument {arg:?} (try --help)"),
+        }
+    }
+    Ok(a)
+}
+
+fn init_logging() {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter =
+        EnvFilter::try_from_env("FIRSTBOOT_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    // journald timestamps every line itself.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Reads the seed: `--seed FILE`, else discovery under the root.
+fn read_seed(args: &Args) -> Result<Option<(String, String)>> {
+    if let Some(p) = &args.seed {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        return Ok(Some((p.display().to_string(), text)));
+    }
+    Ok(discover::find_seed(&args.root)?.map(|(src, text)| (src.to_string(), text)))
+}
+
+fn parse_seed(source: &str, text: &str) -> Result<Seed> {
+    Seed::from_yaml(text).map_err(|e| match e.location() {
+        Some((line, col)) => anyhow::anyhow!("{source}:{line}:{col}: {e}"),
+        None => anyhow::anyhow!("{source}: {e}"),
+    })
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.mode {
+        Mode::Check => check(&args),
+        Mode::Plan => plan_only(&args),
+        Mode::Apply => run(&args),
+    }
+}
+
+fn check(args: &Args) -> ExitCode {
+    match read_seed(args) {
+        Ok(None) => {
+            tracing::info!("no seed found: nothing to do");
+            ExitCode::from(1)
+        }
+        // A seed that does not parse still runs, so status.json records why.
+        Ok(Some((src, text))) => match parse_seed(&src, &text) {
+            Ok(seed) => match firstboot::should_run(&args.root, &seed) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => {
+                    tracing::info!(instance_id = %seed.instance_id(), "seed already applied: nothing to do");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the applied marker, running anyway: {e:#}");
+                    ExitCode::SUCCESS
+                }
+            },
+            Err(_) => ExitCode::SUCCESS,
+        },
+        Err(e) => {
+            tracing::warn!("{e:#}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn plan_only(args: &Args) -> ExitCode {
+    let result = (|| -> Result<Option<String>> {
+        let Some((src, text)) = read_seed(args)? else {
+            return Ok(None);
+        };
+        let seed = parse_seed(&src, &text)?;
+        let hosts = std::fs::read_to_string(firstboot::fsutil::under(&args.root, "/etc/hosts"))
+            .unwrap_or_default();
+        Ok(Some(format!(
+            "instance_id {}\n{}",
+            seed.instance_id(),
+            plan::build(&seed, &hosts).render(false)
+        )))
+    })();
+    match result {
+        Ok(Some(p)) => {
+            print!("{p}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("error: no seed found");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn record_failure(root: &Path, step: &str, source: Option<String>, e: &anyhow::Error) {
+    let r = firstboot::status::Recorder::new(root, None, source, &[step.into()])
+        .and_then(|mut r| r.fail(step, e));
+    if let Err(e) = r {
+        tracing::error!("cannot write status: {e:#}");
+    }
+}
+
+fn run(args: &Args) -> ExitCode {
+    let (src, text) = match read_seed(args) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            let e = anyhow::anyhow!(
+                "no seed: neither {} nor a cidata volume with {}",
+                firstboot::SEED_PATH,
+                firstboot::CIDATA_SEED_PATH
+            );
+            record_failure(&args.root, "seed", None, &e);
+            eprintln!("error: step `seed` failed: {e:#}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            record_failure(&args.root, "seed", None, &e);
+            eprintln!("error: step `seed` failed: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let seed = match parse_seed(&src, &text) {
+        Ok(s) => s,
+        Err(e) => {
+            record_failure(&args.root, "seed", Some(src), &e);
+            eprintln!("error: step `seed` failed: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match firstboot::should_run(&args.root, &seed) {
+        Ok(false) => {
+            tracing::info!(instance_id = %seed.instance_id(), "seed already applied: nothing to do");
+            return ExitCode::SUCCESS;
+        }
+        Ok(true) => {}
+        Err(e) => tracing::warn!("cannot read the applied marker, applying: {e:#}"),
+    }
+    let mut sd = match systemd::DbusSystemd::connect() {
+        Ok(s) => s,
+        Err(e) => {
+            record_failure(&args.root, "dbus", Some(src), &e);
+            eprintln!("error: step `dbus` failed: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    match apply::apply(&args.root, &seed, &src, &mut sd, &mut accounts::Shadow) {
+        Ok(out) => {
+            tracing::info!(changed = out.changed.len(), restarted = ?out.restarted, "firstboot finished");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The engine: plan → accounts → files → host keys → daemon-reload (only if a
+//! unit file changed) → enable → start/restart → checks → marker, each as a
+//! recorded step. Every step is idempotent, so a power cut anywhere followed
+//! by a reboot re-runs from scratch and converges; a second run with the same
+//! files changes nothing and restarts nothing.
+
+use crate::accounts::{self, Accounts};
+use crate::fsutil::{ensure_dir, ensure_symlink, under, write_file};
+use crate::plan::{self, Plan};
+use crate::status::{self, Recorder};
+use crate::systemd::Systemd;
+use crate::{checks, Seed, StepFailed};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+/// What a run did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Paths created or modified (content, mode or owner).
+    pub changed: Vec<String>,
+    /// Units restarted because their configuration changed.
+    pub restarted: Vec<String>,
+    /// Whether systemd was reloaded.
+    pub reloaded: bool,
+}
+
+/// Step names for a plan, in order (status.json lists them all up front).
+pub fn step_names(plan: &Plan) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "accounts",
+        "files",
+        "ssh-host-keys",
+        "hostname",
+        "daemon-reload",
+        "enable",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.extend(plan.units.iter().map(|u| format!("start:{}", u.name)));
+    v.extend(plan.checks.iter().map(|c| c.name()));
+    v.push("marker".into());
+    v
+}
+
+/// Applies `seed` under `root`. `source` is shown in status.json.
+pub fn apply(
+    root: &Path,
+    seed: &Seed,
+    source: &str,
+    systemd: &mut dyn Systemd,
+    accts: &mut dyn Accounts,
+) -> Result<Outcome, StepFailed> {
+    let id = seed.instance_id();
+    let hosts = std::fs::read_to_string(under(root, "/etc/hosts")).unwrap_or_default();
+    let plan = plan::build(seed, &hosts);
+    let mut rec = Recorder::new(
+        root,
+        Some(id.clone()),
+        Some(source.to_string()),
+        &step_names(&plan),
+    )
+    .map_err(|e| StepFailed {
+        step: "status".into(),
+        source: e,
+    })?;
+    tracing::info!(instance_id = %id, %source, "applying seed");
+    let mut out = Outcome::default();
+
+    rec.step("accounts", || {
+        for a in &plan.accounts {
+            if accts.ensure_user(root, &a.name, &a.home)? {
+                out.changed.push(format!("account:{}", a.name));
+            }
+        }
+        Ok(())
+    })?;
+    rec.step("files", || write_all(root, &plan, &mut out))?;
+    rec.step("ssh-host-keys", || {
+        if plan.ssh_host_keys {
+            host_keys(root)
+        } else {
+            Ok(())
+        }
+    })?;
+    rec.step("hostname", || {
+        if let Some(h) = &plan.hostname {
+            // /etc/hostname is already written; hostnamed only makes it live
+            // now. Where it is missing (minimal containers) that is no failure.
+            if let Err(e) = systemd.set_hostname(h) {
+                tracing::warn!("hostnamed did not set the host name: {e:#}");
+            }
+        }
+        Ok(())
+    })?;
+    let unit_files_changed = out.changed.iter().any(|p| Plan::is_unit_file(p));
+    rec.step("daemon-reload", || {
+        if unit_files_changed {
+            systemd.daemon_reload()?;
+            out.reloaded = true;
+        }
+        Ok(())
+    })?;
+    let units: Vec<&str> = plan.units.iter().map(|u| u.name.as_str()).collect();
+    rec.step("enable", || {
+        if units.is_empty() {
+            Ok(())
+        } else {
+            systemd.enable(&units)
+        }
+    })?;
+    let restart: BTreeSet<&str> = plan
+        .files
+        .iter()
+        .filter(|f| out.changed.contains(&f.path))
+        .flat_map(|f| f.restarts.iter().map(|s| s.as_str()))
+        .chain(
+            plan.links
+                .iter()
+                .filter(|l| out.changed.contains(&l.path))
+                .flat_map(|l| l.restarts.iter().map(|s| s.as_str())),
+        )
+        .collect();
+    for u in &plan.units {
+        let again = restart.contains(u.name.as_str());
+        rec.step(&format!("start:{}", u.name), || {
+            systemd.start(&u.name, again, u.timeout)
+        })?;
+        if again {
+            out.restarted.push(u.name.clone());
+        }
+    }
+    for c in &plan.checks {
+        rec.step(&c.name(), || checks::run(root, c))?;
+    }
+    rec.step("marker", || status::mark_applied(root, &id))?;
+    rec.ready().map_err(|e| StepFailed {
+        step: "status".into(),
+        source: e,
+    })?;
+    tracing::info!(instance_id = %id, changed = out.changed.len(), "ready");
+    Ok(out)
+}
+
+fn owner(root: &Path, user: &str, group: &str) -> Result<(u32, u32)> {
+    let uid = accounts::uid(root, user)?.with_context(|| format!("user {user} does not exist"))?;
+    let gid =
+        accounts::gid(root, group)?.with_context(|| format!("group {group} does not exist"))?;
+    Ok((uid, gid))
+}
+
+fn write_all(root: &Path, plan: &Plan, out: &mut Outcome) -> Result<()> {
+    if let Some(tz) = &plan.timezone {
+        // Only checked where zoneinfo exists at all (not in a scratch root).
+        let zi = under(root, "/usr/share/zoneinfo");
+        if zi.is_dir() && !zi.join(tz).exists() {
+            bail!("time zone {tz} does not exist in {}", zi.display());
+        }
+    }
+    for d in &plan.dirs {
+        let (u, g) = owner(root, &d.user, &d.group)?;
+        if ensure_dir(&under(root, &d.path), d.mode, u, g)? {
+            out.changed.push(d.path.clone());
+        }
+    }
+    for f in &plan.files {
+        let (u, g) = owner(root, &f.user, &f.group)?;
+        let target = under(root, &f.path);
+        if let Some(parent) = target.parent() {
+            if !parent.is_dir() {
+                ensure_dir(parent, 0o755, 0, 0)?;
+            }
+        }
+        if write_file(&target, f.content.as_bytes(), f.mode, u, g)? {
+            tracing::info!(path = %f.path, mode = format_args!("{:o}", f.mode), "wrote");
+            out.changed.push(f.path.clone());
+        }
+    }
+    for l in &plan.links {
+        if ensure_symlink(&under(root, &l.path), &l.target)? {
+            out.changed.push(l.path.clone());
+        }
+    }
+    Ok(())
+}
+
+/// `ssh-keygen -A` when any of the usual host keys is missing (sshd refuses
+/// to start without them, and images are baked without any).
+fn host_keys(root: &Path) -> Result<()> {
+    let missing = ["rsa", "ecdsa", "ed25519"]
+        .iter()
+        .any(|k| !under(root, &format!("/etc/ssh/ssh_host_{k}_key")).exists());
+    if !missing {
+        return Ok(());
+    }
+    ensure_dir(&under(root, "/etc/ssh"), 0o755, 0, 0)?;
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.arg("-A");
+    if root != Path::new("/") {
+        cmd.arg("-f").arg(root);
+    }
+    let o = cmd.output().context("running ssh-keygen -A")?;
+    if !o.status.success() {
+        bail!(
+            "ssh-keygen -A failed: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Readiness checks run after the units started: HTTP health endpoints, the
+//! seed's buckets (SigV4 PUT), and Spark's worker count. Each polls until it
+//! succeeds or its deadline passes; the error keeps the last failure.
+
+use crate::http::{request, resolve, Response};
+use crate::plan::Check;
+use crate::sigv4;
+use anyhow::{anyhow, bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const POLL: Duration = Duration::from_millis(500);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs one check to completion or deadline.
+pub fn run(root: &Path, check: &Check) -> Result<()> {
+    match check {
+        Check::Http {
+            host,
+            port,
+            path,
+            deadline,
+            ..
+        } => {
+            let addr = SocketAddr::new(resolve(root, host)?, *port);
+            poll(*deadline, || {
+                let r = request(
+                    addr,
+                    &format!("{host}:{port}"),
+                    "GET",
+                    path,
+                    &[],
+                    b"",
+                    REQUEST_TIMEOUT,
+                )?;
+                if r.status != 200 {
+                    bail!("GET http://{host}:{port}{path} answered {}", r.status);
+                }
+                Ok(())
+            })
+        }
+        Check::Buckets {
+            port,
+            access_key,
+            secret_key,
+            buckets,
+            deadline,
+        } => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
+            for b in buckets {
+                poll(*deadline, || {
+                    create_bucket(addr, access_key, secret_key.expose(), b)
+                })
+                .with_context(|| format!("creating bucket {b}"))?;
+            }
+            Ok(())
+        }
+        Check::SparkWorkers {
+            host,
+            port,
+            workers,
+            deadline,
+        } => {
+            let addr = SocketAddr::new(resolve(root, host)?, *port);
+            poll(*deadline, || {
+                let r = request(
+                    addr,
+                    &format!("{host}:{port}"),
+                    "GET",
+                    "/json/",
+                    &[],
+                    b"",
+                    REQUEST_TIMEOUT,
+                )?;
+                let alive = alive_workers(&r)?;
+                if alive < *workers {
+                    bail!("http://{host}:{port}/json/ lists {alive} ALIVE workers, waiting for {workers}");
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+fn poll(deadline: Duration, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let end = Instant::now() + deadline;
+    loop {
+        let err = match f() {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= end {
+            return Err(err.context(format!("still failing after {}s", deadline.as_secs())));
+        }
+        tracing::debug!("not yet: {err:#}");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Counts workers in state ALIVE in the master's `/json/` answer.
+pub fn alive_workers(r: &Response) -> Result<u32> {
+    if r.status != 200 {
+        bail!("Spark master /json/ answered {}", r.status);
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.body).context("Spark master /json/ is not JSON")?;
+    let workers = v
+        .get("workers")
+        .and_then(|w| w.as_array())
+        .ok_or_else(|| anyhow!("no workers array"))?;
+    Ok(workers
+        .iter()
+        .filter(|w| w.get("state").and_then(|s| s.as_str()) == Some("ALIVE"))
+        .count() as u32)
+}
+
+/// PUT /<bucket>, path style, SigV4 (region us-east-1, MinIO's default).
+/// 200, or 409 BucketAlreadyOwnedByYou, means the bucket is there.
+pub fn create_bucket(
+    addr: SocketAddr,
+    access_key: &str,
+    secret_key: &str,
+    bucket: &str,
+) -> Result<()> {
+    let host = addr.to_string();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let date = sigv4::amz_date(now);
+    let path = format!("/{bucket}");
+    let headers = [
+        ("host", host.as_str()),
+        ("x-amz-content-sha256", sigv4::EMPTY_SHA256),
+        ("x-amz-date", date.as_str()),
+    ];
+    let req = sigv4::Request {
+        method: "PUT",
+        path: &path,
+        query: &[],
+        headers: &headers,
+        payload_sha256: sigv4::EMPTY_SHA256,
+    };
+    let auth = sigv4::authorization(&req, access_key, secret_key, "us-east-1", "s3", &date);
+    let r = request(
+        addr,
+        &host,
+        "PUT",
+        &path,
+        &[
+            ("x-amz-content-sha256", sigv4::EMPTY_SHA256),
+            ("x-amz-date", &date),
+            ("Authorization", &auth),
+        ],
+        b"",
+        REQUEST_TIMEOUT,
+    )?;
+    let body = String::from_utf8_lossy(&r.body);
+    match r.status {
+        200 => Ok(()),
+        409 if body.contains("BucketAlreadyOwnedByYou") => Ok(()),
+        s => bail!(
+            "PUT http://{host}{path} answered {s}: {}",
+            body.chars().take(300).collect::<String>()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_alive_workers() {
+        let body = br#"{"url":"spark://devlab:7077","workers":[{"id":"w1","state":"ALIVE"},{"id":"w0","state":"DEAD"}],"aliveworkers":1}"#;
+        let r = Response {
+            status: 200,
+            body: body.to_vec(),
+        };
+        assert_eq!(alive_workers(&r).unwrap(), 1);
+        assert!(alive_workers(&Response {
+            status: 503,
+            body: vec![]
+        })
+        .is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! status.json (rewritten atomically after every step) and the run-once markers.
+//!
+//! `/var/lib/imgbuild/applied-instance` holds the instance id of the last
+//! successful run: it alone decides "nothing to do" (so seed A, then B, then A
+//! again re-applies A). `/var/lib/imgbuild/done/<id>` records every id that
+//! ever succeeded, for people and for the power-cut tests.
+
+use crate::fsutil::{ensure_dir, under, write_file};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Directory of the agent's state.
+pub const STATE_DIR: &str = "/var/lib/imgbuild";
+/// Last successfully applied instance id.
+pub const APPLIED_PATH: &str = "/var/lib/imgbuild/applied-instance";
+/// One empty marker per successfully applied instance id.
+pub const DONE_DIR: &str = "/var/lib/imgbuild/done";
+
+/// State of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// Not started yet.
+    Pending,
+    /// In progress.
+    Running,
+    /// Finished successfully.
+    Done,
+    /// Failed (see `error`).
+    Failed,
+}
+
+/// Overall state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Applying.
+    Running,
+    /// Every step done and every check passed.
+    Ready,
+    /// A step failed.
+    Failed,
+}
+
+/// One step's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// Step name (`files`, `start:minio.service`, `check:buckets`, ...).
+    pub name: String,
+    /// Its state.
+    pub state: StepState,
+    /// Wall time, once finished.
+    pub duration_ms: Option<u64>,
+    /// The error chain, if it failed.
+    pub error: Option<String>,
+}
+
+/// The whole status document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Instance id of the seed being applied (null if the seed did not parse).
+    pub instance_id: Option<String>,
+    /// Where the seed came from.
+    pub seed_source: Option<String>,
+    /// Overall state.
+    pub state: State,
+    /// Name of the failed step, if any.
+    pub failed_step: Option<String>,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// Agent version.
+    pub agent_version: String,
+}
+
+/// Keeps status.json in sync with the run.
+pub struct Recorder {
+    path: PathBuf,
+    /// The current document.
+    pub status: Status,
+}
+
+impl Recorder {
+    /// Starts a run with all `steps` pending and writes the file.
+    pub fn new(
+        root: &Path,
+        instance_id: Option<String>,
+        source: Option<String>,
+        steps: &[String],
+    ) -> Result<Self> {
+        ensure_dir(&under(root, STATE_DIR), 0o755, 0, 0)?;
+        let status = Status {
+            instance_id,
+            seed_source: source,
+            state: State::Running,
+            failed_step: None,
+            steps: steps
+                .iter()
+                .map(|n| Step {
+                    name: n.clone(),
+                    state: StepState::Pending,
+                    duration_ms: None,
+                    error: None,
+                })
+                .collect(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let r = Recorder {
+            path: under(root, crate::STATUS_PATH),
+            status,
+        };
+        r.save()?;
+        Ok(r)
+    }
+
+    fn save(&self) -> Result<()> {
+        let mut json = serde_json::to_vec_pretty(&self.status).expect("status serializes");
+        json.push(b'\n');
+        write_file(&self.path, &json, 0o644, 0, 0).map(|_| ())
+    }
+
+    fn set(
+        &mut self,
+        name: &str,
+        state: StepState,
+        ms: Option<u64>,
+        error: Option<String>,
+    ) -> Result<()> {
+        match self.status.steps.iter_mut().find(|s| s.name == name) {
+            Some(s) => {
+                s.state = state;
+                s.duration_ms = ms;
+                s.error = error;
+            }
+            None => self.status.steps.push(Step {
+                name: name.into(),
+                state,
+                duration_ms: ms,
+                error,
+            }),
+        }
+        self.save()
+    }
+
+    /// Runs `f` as step `name`, recording its state and duration.
+    pub fn step<T>(
+        &mut self,
+        name: &str,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T, crate::StepFailed> {
+        let fail = |e: anyhow::Error| crate::StepFailed {
+            step: name.to_string(),
+            source: e,
+        };
+        self.set(name, StepState::Running, None, None)
+            .map_err(fail)?;
+        tracing::info!(step = name, "starting");
+        let t = Instant::now();
+        let r = f();
+        let elapsed = t.elapsed().as_millis() as u64;
+        let ms = Some(elapsed);
+        match r {
+            Ok(v) => {
+                tracing::info!(step = name, ms = elapsed, "done");
+                self.set(name, StepState::Done, ms, None).map_err(fail)?;
+                Ok(v)
+            }
+            Err(e) => {
+                tracing::error!(step = name, "failed: {e:#}");
+                self.status.state = State::Failed;
+                self.status.failed_step = Some(name.into());
+                let _ = self.set(name, StepState::Failed, ms, Some(format!("{e:#}")));
+                Err(fail(e))
+            }
+        }
+    }
+
+    /// Marks the run failed outside any step (e.g. a bad seed).
+    pub fn fail(&mut self, name: &str, error: &anyhow::Error) -> Result<()> {
+        self.status.state = State::Failed;
+        self.status.failed_step = Some(name.into());
+        self.set(name, StepState::Failed, None, Some(format!("{error:#}")))
+    }
+
+    /// Marks the run ready.
+    pub fn ready(&mut self) -> Result<()> {
+        self.status.state = State::Ready;
+        self.save()
+    }
+}
+
+/// The last successfully applied instance id.
+pub fn applied_instance(root: &Path) -> Result<Option<String>> {
+    let p = under(root, APPLIED_PATH);
+    match std::fs::read_to_string(&p) {
+        Ok(s) => Ok(Some(s.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// Records `id` as successfully applied (done marker first, then the pointer).
+pub fn mark_applied(root: &Path, id: &str) -> Result<()> {
+    let done = under(root, DONE_DIR);
+    ensure_dir(&done, 0o755, 0, 0)?;
+    write_file(&done.join(id), b"", 0o644, 0, 0)?;
+    write_file(
+        &under(root, APPLIED_PATH),
+        format!("{id}\n").as_bytes(),
+        0o644,
+        0,
+        0,
+    )?;
+    Ok(())
+}
