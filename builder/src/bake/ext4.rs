@@ -1,8 +1,9 @@
 //! The ext4 side of the VM bake: reading the superblock (pure), sizing a
 //! payload in ext4 blocks and inodes (pure), and driving e2fsprogs
-//! (`resize2fs`, `debugfs`, `e2fsck`) on a filesystem that lives at a byte
-//! offset inside a raw disk image (`image?offset=N`, the unix I/O manager's
-//! option), so nothing is mounted and no privileges are needed.
+//! (`resize2fs`, `debugfs`, `e2fsck`) on a filesystem in a plain file (the
+//! VM bake gives the root partition a file of its own) or at a byte offset
+//! inside a disk image (`image?offset=N`, the unix I/O manager's option), so
+//! nothing is mounted and no privileges are needed.
 //!
 //! debugfs exits 0 on most failures, so every run's stderr is checked: any
 //! line other than its version banner is an error.
@@ -304,8 +305,13 @@ pub fn device(image: &Path, offset: u64) -> Result<String> {
     let s = image
         .to_str()
         .with_context(|| format!("path {} is not UTF-8", image.display()))?;
+    // libext2fs splits a device name at its first '?' in any case.
     ensure!(!s.contains('?'), "path {s} must not contain '?'");
-    Ok(format!("{s}?offset={offset}"))
+    Ok(if offset == 0 {
+        s.to_string()
+    } else {
+        format!("{s}?offset={offset}")
+    })
 }
 
 fn tool(name: &str, fake_time: Option<u32>) -> Command {
@@ -319,15 +325,19 @@ fn tool(name: &str, fake_time: Option<u32>) -> Command {
     c
 }
 
-/// Grows the filesystem at `offset` in `image` to `blocks` blocks.
-pub fn resize(image: &Path, offset: u64, blocks: u64, fake_time: u32) -> Result<()> {
+/// Grows the filesystem that fills the file `image` to `blocks` blocks.
+///
+/// The filesystem must start at offset 0 of its file: resize2fs (1.47)
+/// truncates a regular-file device to `blocks * block_size` bytes, ignoring an
+/// `?offset=`, which would cut off the end of a whole-disk image.
+pub fn resize(image: &Path, blocks: u64, fake_time: u32) -> Result<()> {
     // -f: the caller checked the superblock is clean (see `ensure_clean`);
     // without it resize2fs insists on a fresh `e2fsck -f` whenever the last
     // check predates the last mount, as in every image built by mounting.
     run(
         tool("resize2fs", Some(fake_time))
             .arg("-f")
-            .arg(device(image, offset)?)
+            .arg(device(image, 0)?)
             .arg(blocks.to_string()),
         "resize2fs",
     )?;

@@ -2,8 +2,8 @@
 //! table when the disk grows (primary header, partition entry, backup header
 //! and entry array moved to the new end, protective MBR, every CRC).
 //!
-//! Everything here is pure over byte slices; [`read`] and [`write_grown`] are
-//! the only functions that touch a file (by positioned reads and writes).
+//! Everything here is pure over byte slices; [`read`] and [`write_primary`]
+//! are the only functions that touch a file (by positioned reads and writes).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -275,44 +275,42 @@ pub fn read(file: &File) -> Result<Gpt> {
     Gpt::parse(sector_size, hs, &entries)
 }
 
-/// Writes the grown table `new` over a disk image that previously held `old`:
-/// wipes the old backup, writes the new primary, backup, and the protective
-/// MBR's size. The file must already have its new length.
-pub fn write_grown(file: &File, old: &Gpt, new: &Gpt) -> Result<()> {
+/// Writes the primary half of table `new` (protective MBR size, entry array,
+/// header) into `head`, a file holding the disk's first sectors.
+pub fn write_primary(head: &File, new: &Gpt) -> Result<()> {
     let ss = new.sector_size;
-    // The old backup now lies inside the root partition: wipe it so no tool
-    // mistakes it for a table.
-    let old_backup_start = old.backup_entries_lba() * ss;
-    let old_backup_len = (old.entry_sectors() + 1) * ss;
-    if old.header.alternate_lba < new.header.alternate_lba {
-        file.write_all_at(&vec![0u8; old_backup_len as usize], old_backup_start)
-            .context("wiping the old backup GPT")?;
-    }
-    file.write_all_at(&new.entries, new.header.entries_lba * ss)
+    head.write_all_at(&new.entries, new.header.entries_lba * ss)
         .context("writing the primary GPT entries")?;
-    file.write_all_at(&new.primary_sector(), ss)
+    head.write_all_at(&new.primary_sector(), ss)
         .context("writing the primary GPT header")?;
-    file.write_all_at(&new.entries, new.backup_entries_lba() * ss)
-        .context("writing the backup GPT entries")?;
-    file.write_all_at(&new.backup_sector(), new.header.alternate_lba * ss)
-        .context("writing the backup GPT header")?;
 
     // Protective MBR: the 0xEE entry covers the whole disk (capped at 2^32-1).
     let mut mbr = [0u8; 512];
-    file.read_exact_at(&mut mbr, 0)
+    head.read_exact_at(&mut mbr, 0)
         .context("reading the protective MBR")?;
     if mbr[510..512] == [0x55, 0xAA] {
         for i in 0..4 {
             let e = 446 + 16 * i;
             if mbr[e + 4] == 0xEE && le32(&mbr, e + 8) == 1 {
-                let size = (new.header.alternate_lba).min(u64::from(u32::MAX)) as u32;
+                let size = new.header.alternate_lba.min(u64::from(u32::MAX)) as u32;
                 mbr[e + 12..e + 16].copy_from_slice(&size.to_le_bytes());
             }
         }
-        file.write_all_at(&mbr, 0)
+        head.write_all_at(&mbr, 0)
             .context("writing the protective MBR")?;
     }
     Ok(())
+}
+
+/// The disk's last sectors under table `new`: the backup entry array followed
+/// by the backup header.
+pub fn backup_tail(new: &Gpt) -> Vec<u8> {
+    let ss = new.sector_size as usize;
+    let mut tail = vec![0u8; (new.entry_sectors() as usize + 1) * ss];
+    tail[..new.entries.len()].copy_from_slice(&new.entries);
+    let at = tail.len() - ss;
+    tail[at..].copy_from_slice(&new.backup_sector());
+    tail
 }
 
 #[cfg(test)]
@@ -374,7 +372,10 @@ mod tests {
         assert_eq!(grown.partition(15).unwrap(), gpt.partition(15).unwrap());
         // Both headers verify.
         Header::parse(&grown.primary_sector()).unwrap();
-        let b = Header::parse(&grown.backup_sector()).unwrap();
+        let tail = backup_tail(&grown);
+        assert_eq!(tail.len(), 33 * 512);
+        assert_eq!(&tail[..grown.entries.len()], &grown.entries[..]);
+        let b = Header::parse(&tail[32 * 512..]).unwrap();
         assert_eq!(
             (b.my_lba, b.alternate_lba, b.entries_lba),
             (262143, 1, 262111)

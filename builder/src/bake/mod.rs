@@ -1,1 +1,4 @@
 //! Turning a base image plus a payload tree into a golden image.
+pub mod ext4;
+pub mod gpt;
+pub mod vm;

@@ -1,14 +1,18 @@
 //! The VM bake: a qcow2 cloud image plus a payload tree in, a qcow2 out, as
 //! an ordinary user (no root, loop devices, mounts, NBD, KVM or namespaces).
 //!
-//! Stages: `qemu-img convert` the base to a sparse raw file beside the output;
-//! find the root partition in the GPT by its label (partition name, else the
-//! ext4 volume label); size the payload in ext4 blocks; grow the file, the GPT
-//! (both headers, the entry, the protective MBR) and, with `resize2fs`, the
-//! filesystem; write the payload with one `debugfs -w` run; pin the timestamps
-//! libext2fs stamps from the clock; `e2fsck -fn`; `qemu-img convert` back to
-//! qcow2 and rename into place. The work directory lives beside the output and
-//! is removed on every exit, so a failure leaves nothing behind.
+//! Stages: read the GPT from the base's first MiB and find the root partition
+//! by its label (partition name, else the ext4 volume label); `qemu-img
+//! convert` the base into two sparse raw files, the sectors before the root
+//! partition (`head`) and the root partition itself, so the filesystem starts
+//! at offset 0 of its own file (resize2fs truncates a regular file to the
+//! filesystem size, ignoring `?offset=`); size the payload in ext4 blocks;
+//! grow the partition file and, with `resize2fs`, the filesystem; rewrite the
+//! primary GPT in `head` and build the backup GPT as a `tail` file; write the
+//! payload with one `debugfs -w` run; pin the timestamps libext2fs stamps from
+//! the clock; `e2fsck -fn`; `qemu-img convert` the concatenation head + root +
+//! tail to qcow2 and rename it into place. The work directory lives beside the
+//! output and is removed on every exit, so a failure leaves nothing behind.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -128,9 +132,44 @@ pub fn image_info(path: &Path) -> Result<(String, u64)> {
     Ok((format, size))
 }
 
+/// A `json:` pseudo-filename that reads `len` bytes at `offset` of a qcow2 file.
+fn qcow2_range(base: &Path, offset: u64, len: u64) -> Result<String> {
+    let file = base
+        .to_str()
+        .with_context(|| format!("path {} is not UTF-8", base.display()))?;
+    let spec = serde_json::json!({
+        "driver": "raw",
+        "offset": offset,
+        "size": len,
+        "file": { "driver": "qcow2", "file": { "driver": "file", "filename": file } },
+    });
+    Ok(format!("json:{spec}"))
+}
+
+/// Copies `len` bytes at `offset` of the qcow2 `base` into a sparse raw file.
+fn extract(base: &Path, offset: u64, len: u64, dest: &Path) -> Result<()> {
+    qemu_img(
+        Command::new("qemu-img")
+            .args(["convert", "-q", "-O", "raw"])
+            .arg(qcow2_range(base, offset, len)?)
+            .arg(dest),
+        &format!(
+            "copy bytes {offset}..{} of {}",
+            offset + len,
+            base.display()
+        ),
+    )?;
+    Ok(())
+}
+
 /// Finds the root partition: the one whose GPT name is `label`, else the one
-/// whose ext4 volume label is `label`. Returns it with its superblock.
-fn find_root(raw: &File, table: &gpt::Gpt, label: &str) -> Result<(gpt::Partition, Superblock)> {
+/// whose ext4 volume label is `label`. `superblock` reads the filesystem
+/// superblock at a byte offset of the disk.
+fn find_root(
+    table: &gpt::Gpt,
+    label: &str,
+    mut superblock: impl FnMut(u64) -> Result<Superblock>,
+) -> Result<(gpt::Partition, Superblock)> {
     let ss = table.sector_size;
     let by_name: Vec<_> = table
         .partitions
@@ -143,9 +182,7 @@ fn find_root(raw: &File, table: &gpt::Gpt, label: &str) -> Result<(gpt::Partitio
             let by_fs: Vec<_> = table
                 .partitions
                 .iter()
-                .filter(|p| {
-                    Superblock::read(raw, p.first_lba * ss).is_ok_and(|sb| sb.label == label)
-                })
+                .filter(|p| superblock(p.first_lba * ss).is_ok_and(|sb| sb.label == label))
                 .collect();
             match by_fs.as_slice() {
                 [p] => (*p).clone(),
@@ -163,7 +200,7 @@ fn find_root(raw: &File, table: &gpt::Gpt, label: &str) -> Result<(gpt::Partitio
         }
         _ => bail!("several partitions are named {label:?}"),
     };
-    let sb = Superblock::read(raw, part.first_lba * ss).with_context(|| {
+    let sb = superblock(part.first_lba * ss).with_context(|| {
         format!(
             "partition {} ({label}) does not hold an ext4 filesystem",
             part.number
@@ -242,35 +279,37 @@ pub fn bake(
         .prefix(".imgbuild-vm-")
         .tempdir_in(&out_dir)
         .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
-    let raw = work.path().join("disk.raw");
-    t.lap("inspect");
+    let w = |name: &str| work.path().join(name);
 
-    qemu_img(
-        Command::new("qemu-img")
-            .args(["convert", "-q", "-f", "qcow2", "-O", "raw"])
-            .arg(base_qcow2)
-            .arg(&raw),
-        &format!("convert {} to raw", base_qcow2.display()),
-    )?;
-    t.lap("convert_in");
-
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&raw)
-        .with_context(|| format!("opening {}", raw.display()))?;
-    let table =
-        gpt::read(&file).with_context(|| format!("reading the GPT of {}", base_qcow2.display()))?;
-    let (part, sb) = find_root(&file, &table, &opts.root_label)
-        .with_context(|| format!("finding the root partition of {}", base_qcow2.display()))?;
-    let offset = part.first_lba * table.sector_size;
+    // The partition table, from the first MiB.
+    let probe = w("probe.raw");
+    extract(base_qcow2, 0, base_virtual_size.min(MIB), &probe)?;
+    let table = gpt::read(&File::open(&probe)?)
+        .with_context(|| format!("reading the GPT of {}", base_qcow2.display()))?;
+    let (part, sb) = find_root(&table, &opts.root_label, |at| {
+        let f = w(&format!("sb-{at}.raw"));
+        extract(
+            base_qcow2,
+            at,
+            4096.min(base_virtual_size.saturating_sub(at)),
+            &f,
+        )?;
+        Superblock::read(&File::open(&f)?, 0)
+    })
+    .with_context(|| format!("finding the root partition of {}", base_qcow2.display()))?;
+    let ss = table.sector_size;
+    let offset = part.first_lba * ss;
+    let part_bytes = (part.last_lba + 1 - part.first_lba) * ss;
     sb.ensure_clean()
         .with_context(|| format!("checking the root filesystem of {}", base_qcow2.display()))?;
-    let part_bytes = (part.last_lba + 1 - part.first_lba) * table.sector_size;
     ensure!(
         sb.blocks_count * sb.block_size <= part_bytes,
         "the root filesystem ({} bytes) is larger than its partition ({part_bytes} bytes)",
         sb.blocks_count * sb.block_size
+    );
+    ensure!(
+        table.header.entries_lba + table.entry_sectors() <= part.first_lba,
+        "the GPT entries overlap the root partition"
     );
     let needs = ext4::estimate(payload, sb.block_size);
     let plan = plan(&sb, part.first_lba, &table, needs, opts.headroom_bytes);
@@ -283,11 +322,24 @@ pub fn bake(
             .into());
         }
     }
-    let grown = table.grown(plan.disk_bytes / table.sector_size, part.number)?;
-    file.set_len(plan.disk_bytes)
-        .with_context(|| format!("growing {}", raw.display()))?;
-    gpt::write_grown(&file, &table, &grown)?;
-    drop(file);
+    let grown = table.grown(plan.disk_bytes / ss, part.number)?;
+    t.lap("inspect");
+
+    let (head, root, tail) = (w("head.raw"), w("root.raw"), w("tail.raw"));
+    extract(base_qcow2, 0, offset, &head)?;
+    extract(base_qcow2, offset, part_bytes, &root)?;
+    t.lap("convert_in");
+
+    let new_part_bytes = (grown.partition(part.number).unwrap().last_lba + 1 - part.first_lba) * ss;
+    let f = OpenOptions::new().write(true).open(&root)?;
+    f.set_len(new_part_bytes)
+        .with_context(|| format!("growing {}", root.display()))?;
+    drop(f);
+    let f = OpenOptions::new().read(true).write(true).open(&head)?;
+    gpt::write_primary(&f, &grown)?;
+    drop(f);
+    std::fs::write(&tail, gpt::backup_tail(&grown))
+        .with_context(|| format!("writing {}", tail.display()))?;
     t.lap("grow");
 
     let fs_time = u32::try_from(
@@ -296,43 +348,47 @@ pub fn bake(
             .max(u64::from(sb.mtime)),
     )
     .context("timestamp beyond 2106")?;
-    ext4::resize(&raw, offset, plan.fs_blocks, fs_time)?;
+    ext4::resize(&root, plan.fs_blocks, fs_time)?;
+    // resize2fs truncates the file to the filesystem's size; the partition
+    // may end a few sectors past the last whole block.
+    let f = OpenOptions::new().write(true).open(&root)?;
+    f.set_len(new_part_bytes)
+        .with_context(|| format!("resizing {}", root.display()))?;
+    drop(f);
     t.lap("resize2fs");
 
-    let staging = work.path().join("staging");
+    let staging = w("staging");
     std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    let dirs = payload_parent_dirs(payload);
-    let existing = ext4::list_dirs(&raw, offset, &dirs, work.path())?;
+    let existing = ext4::list_dirs(&root, 0, &payload_parent_dirs(payload), work.path())?;
     let mut st = ext4::Staging::new(staging);
     let mut script = ext4::write_script(payload, &existing, &mut st)?;
     if sb.has_resize_inode() {
         script.push_str(&ext4::resize_inode_times(fs_time));
     }
-    let script_path = work.path().join("write.debugfs");
+    let script_path = w("write.debugfs");
     std::fs::write(&script_path, script)
         .with_context(|| format!("writing {}", script_path.display()))?;
-    ext4::debugfs(&raw, offset, &script_path, true, fs_time)
+    ext4::debugfs(&root, 0, &script_path, true, fs_time)
         .context("writing the payload into the root filesystem")?;
-    let file = OpenOptions::new().read(true).write(true).open(&raw)?;
-    ext4::set_write_time(&file, offset, fs_time)?;
-    drop(file);
+    let f = OpenOptions::new().read(true).write(true).open(&root)?;
+    ext4::set_write_time(&f, 0, fs_time)?;
+    drop(f);
     t.lap("debugfs");
 
-    ext4::check(&raw, offset).context("the baked root filesystem does not check clean")?;
+    ext4::check(&root, 0).context("the baked root filesystem does not check clean")?;
     t.lap("e2fsck");
 
-    let tmp_out = work.path().join("out.qcow2");
+    let tmp_out = w("out.qcow2");
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]);
     if opts.compress {
         cmd.args(["-c", "-o", "compression_type=zstd"]);
     }
-    cmd.arg(&raw).arg(&tmp_out);
+    cmd.arg(&head).arg(&root).arg(&tail).arg(&tmp_out);
     qemu_img(
         &mut cmd,
         &format!("convert the baked disk to {}", out.display()),
     )?;
-    std::fs::remove_file(&raw).with_context(|| format!("removing {}", raw.display()))?;
     let f = File::open(&tmp_out).with_context(|| format!("opening {}", tmp_out.display()))?;
     f.sync_all()
         .with_context(|| format!("syncing {}", tmp_out.display()))?;
