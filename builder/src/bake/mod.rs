@@ -2,3 +2,6 @@
 pub mod ext4;
 pub mod gpt;
 pub mod vm;
+
+pub mod lxc;
+pub mod personalize;
