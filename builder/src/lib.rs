@@ -10,5 +10,6 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod fetch;
+pub mod lock;
 pub mod model;
 pub mod payload;

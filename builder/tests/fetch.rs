@@ -1,0 +1,582 @@
+//! Fetcher tests against a real HTTP/1.1 server on 127.0.0.1 (tests/support/
+//! http_server.rs) with faults, a real mirror directory, and the real `imgbuild`
+//! binary for the command-line cases.
+
+#[path = "support/http_server.rs"]
+mod http_server;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_server::{Reply, Server};
+use imgbuild::artifact::{ArtifactSpec, ChecksumSource, Digest, DigestAlgo, Origin};
+use imgbuild::fetch::{
+    fetch_error, FetchError, FetchOptions, Fetcher, Mirror, ProgressMode, Served,
+};
+use imgbuild::lock::{Lock, Pinned};
+use url::Url;
+
+fn body(n: usize, seed: u8) -> Vec<u8> {
+    // Deterministic, not compressible-looking bytes.
+    let mut x = 0x9e37_79b9u32 ^ u32::from(seed);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    imgbuild::fetch::hash::hash_reader(DigestAlgo::Sha256, bytes)
+        .unwrap()
+        .0
+}
+
+fn sha512(bytes: &[u8]) -> Digest {
+    imgbuild::fetch::hash::hash_reader(DigestAlgo::Sha512, bytes)
+        .unwrap()
+        .0
+}
+
+fn spec(name: &str, url: &str, digest: Option<Digest>) -> ArtifactSpec {
+    ArtifactSpec {
+        name: name.into(),
+        url: Url::parse(url).unwrap(),
+        digest,
+        checksums: None,
+        origin: Origin {
+            file: PathBuf::from("images/test.yaml"),
+            line: 12,
+            column: 5,
+        },
+    }
+}
+
+fn pinned(name: &str, url: &str, bytes: &[u8]) -> Pinned {
+    let digest = sha256(bytes);
+    Pinned {
+        spec: spec(name, url, Some(digest.clone())),
+        digest,
+    }
+}
+
+fn opts() -> FetchOptions {
+    FetchOptions {
+        retries: 3,
+        retry_delay: Duration::from_millis(2),
+        retry_max_delay: Duration::from_millis(10),
+        progress: ProgressMode::Quiet,
+        read_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        ..FetchOptions::default()
+    }
+}
+
+fn fetcher(cache: &Path, opts: FetchOptions) -> Fetcher {
+    Fetcher::new(cache, opts).unwrap()
+}
+
+/// Every regular file under `dir`, relative, sorted.
+fn files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                for f in files(&p) {
+                    out.push(format!("{}/{f}", e.file_name().to_string_lossy()));
+                }
+            } else {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn fetches_verifies_and_then_hits_the_cache() {
+    let srv = Server::start();
+    let data = body(300_000, 1);
+    srv.route("/a/spark.tgz", vec![Reply::Body(data.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(cache.path(), opts());
+    let p = pinned("spark", &srv.url("/a/spark.tgz"), &data);
+    let got = f.fetch_all(std::slice::from_ref(&p)).unwrap();
+    assert_eq!(
+        got[0].path,
+        cache.path().join("blobs/sha256").join(p.digest.hex())
+    );
+    assert_eq!(fs::read(&got[0].path).unwrap(), data);
+    assert_eq!(got[0].served, Served::Upstream(srv.url("/a/spark.tgz")));
+    assert_eq!(files(&cache.path().join("partial")), Vec::<String>::new());
+    let again = f.fetch(&p).unwrap();
+    assert_eq!(again.served, Served::Cache);
+    assert_eq!(srv.requests().len(), 1, "a cache hit makes no request");
+}
+
+#[test]
+fn sha512_digests_are_checked_too() {
+    let srv = Server::start();
+    let data = body(5000, 2);
+    srv.route("/lxc.tar.zst", vec![Reply::Body(data.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let digest = sha512(&data);
+    let p = Pinned {
+        spec: spec("base", &srv.url("/lxc.tar.zst"), Some(digest.clone())),
+        digest,
+    };
+    let got = fetcher(cache.path(), opts()).fetch(&p).unwrap();
+    assert!(got.path.starts_with(cache.path().join("blobs/sha512")));
+}
+
+#[test]
+fn wrong_digest_is_never_published() {
+    let srv = Server::start();
+    let served = body(10_000, 3);
+    srv.route("/java.tar.gz", vec![Reply::Body(served.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let expected = body(10_000, 4);
+    let p = pinned("java", &srv.url("/java.tar.gz"), &expected);
+    let err = fetcher(cache.path(), opts()).fetch(&p).unwrap_err();
+    let msg = format!("{err:#}");
+    match fetch_error(&err) {
+        Some(FetchError::DigestMismatch {
+            expected: e,
+            actual,
+            url,
+        }) => {
+            assert_eq!(e, &sha256(&expected));
+            assert_eq!(actual, &sha256(&served));
+            assert_eq!(url, &srv.url("/java.tar.gz"));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}: {msg}"),
+    }
+    assert!(
+        msg.contains(&sha256(&expected).to_string()) && msg.contains(&sha256(&served).to_string()),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("artifact `java`") && msg.contains("images/test.yaml:12:5"),
+        "{msg}"
+    );
+    assert_eq!(srv.requests().len(), 1, "a mismatch is not retried");
+    assert_eq!(
+        files(cache.path()),
+        Vec::<String>::new(),
+        "no blob and no leftover temp"
+    );
+}
+
+#[test]
+fn server_errors_are_retried_until_success() {
+    let srv = Server::start();
+    let data = body(20_000, 5);
+    srv.route(
+        "/minio",
+        vec![
+            Reply::Status(500),
+            Reply::Status(503),
+            Reply::Status(429),
+            Reply::Body(data.clone()),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let got = fetcher(cache.path(), opts())
+        .fetch(&pinned("minio", &srv.url("/minio"), &data))
+        .unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    assert_eq!(srv.requests().len(), 4);
+}
+
+#[test]
+fn retries_are_bounded_and_other_statuses_are_not_retried() {
+    let srv = Server::start();
+    srv.route("/down", vec![Reply::Status(502)]);
+    srv.route("/forbidden", vec![Reply::Status(403)]);
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            retries: 2,
+            ..opts()
+        },
+    );
+    let err = f.fetch(&pinned("a", &srv.url("/down"), b"x")).unwrap_err();
+    assert!(
+        matches!(
+            fetch_error(&err),
+            Some(FetchError::Status { status: 502, .. })
+        ),
+        "{err:#}"
+    );
+    assert_eq!(
+        srv.requests_for("/down").len(),
+        3,
+        "first attempt + 2 retries"
+    );
+    let err = f
+        .fetch(&pinned("b", &srv.url("/forbidden"), b"x"))
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("HTTP 403"), "{err:#}");
+    assert_eq!(srv.requests_for("/forbidden").len(), 1);
+    assert_eq!(files(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn cut_transfer_resumes_with_range() {
+    let srv = Server::start();
+    let data = body(100_000, 6);
+    srv.route(
+        "/spark.tgz",
+        vec![
+            Reply::CutAt {
+                body: data.clone(),
+                cut_at: 30_000,
+            },
+            Reply::Body(data.clone()),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let got = fetcher(cache.path(), opts())
+        .fetch(&pinned("spark", &srv.url("/spark.tgz"), &data))
+        .unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].header("Range"), None);
+    assert_eq!(reqs[1].header("Range"), Some("bytes=30000-"));
+}
+
+#[test]
+fn truncated_body_keeps_the_partial_and_the_next_run_resumes_it() {
+    let srv = Server::start();
+    let data = body(50_000, 7);
+    srv.route(
+        "/img",
+        vec![
+            Reply::CutAt {
+                body: data.clone(),
+                cut_at: 12_345,
+            },
+            Reply::Body(data.clone()),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let p = pinned("base", &srv.url("/img"), &data);
+    let err = fetcher(
+        cache.path(),
+        FetchOptions {
+            retries: 0,
+            ..opts()
+        },
+    )
+    .fetch(&p)
+    .unwrap_err();
+    assert!(
+        matches!(fetch_error(&err), Some(FetchError::Transport { .. })),
+        "{err:#}"
+    );
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&srv.url("/img")) && msg.contains("artifact `base`"),
+        "{msg}"
+    );
+    let partial = cache
+        .path()
+        .join("partial")
+        .join(format!("sha256-{}", p.digest.hex()));
+    assert_eq!(fs::metadata(&partial).unwrap().len(), 12_345);
+    assert!(!cache
+        .path()
+        .join("blobs/sha256")
+        .join(p.digest.hex())
+        .exists());
+
+    let got = fetcher(cache.path(), opts()).fetch(&p).unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    assert_eq!(srv.requests()[1].header("Range"), Some("bytes=12345-"));
+    assert!(!partial.exists());
+}
+
+#[test]
+fn server_ignoring_range_restarts_from_zero() {
+    let srv = Server::start();
+    let data = body(40_000, 8);
+    srv.route(
+        "/j",
+        vec![
+            Reply::CutAt {
+                body: data.clone(),
+                cut_at: 10_000,
+            },
+            Reply::IgnoreRange(data.clone()),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let got = fetcher(cache.path(), opts())
+        .fetch(&pinned("java", &srv.url("/j"), &data))
+        .unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    assert_eq!(srv.requests()[1].header("Range"), Some("bytes=10000-"));
+}
+
+#[test]
+fn complete_partial_gets_416_and_is_published() {
+    let srv = Server::start();
+    let data = body(8_000, 9);
+    srv.route("/m", vec![Reply::Body(data.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let p = pinned("minio", &srv.url("/m"), &data);
+    // A run that was killed after the last byte but before the rename.
+    fs::create_dir_all(cache.path().join("partial")).unwrap();
+    fs::write(
+        cache
+            .path()
+            .join("partial")
+            .join(format!("sha256-{}", p.digest.hex())),
+        &data,
+    )
+    .unwrap();
+    let got = fetcher(cache.path(), opts()).fetch(&p).unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    assert_eq!(srv.requests()[0].header("Range"), Some("bytes=8000-"));
+    assert_eq!(srv.requests().len(), 1);
+}
+
+#[test]
+fn corrupt_partial_prefix_is_discarded_once() {
+    let srv = Server::start();
+    let data = body(9_000, 10);
+    srv.route("/s", vec![Reply::Body(data.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let p = pinned("spark", &srv.url("/s"), &data);
+    fs::create_dir_all(cache.path().join("partial")).unwrap();
+    fs::write(
+        cache
+            .path()
+            .join("partial")
+            .join(format!("sha256-{}", p.digest.hex())),
+        vec![0u8; 500],
+    )
+    .unwrap();
+    let got = fetcher(cache.path(), opts()).fetch(&p).unwrap();
+    assert_eq!(fs::read(got.path).unwrap(), data);
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].header("Range"), Some("bytes=500-"));
+    assert_eq!(reqs[1].header("Range"), None);
+}
+
+#[test]
+fn not_found_names_url_artifact_and_recipe_location() {
+    let srv = Server::start();
+    let cache = tempfile::tempdir().unwrap();
+    let err = fetcher(cache.path(), opts())
+        .fetch(&pinned(
+            "spark",
+            &srv.url("/dist/spark-3.5.9-bin-hadoop3.tgz"),
+            b"x",
+        ))
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&srv.url("/dist/spark-3.5.9-bin-hadoop3.tgz")),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("HTTP 404") && msg.contains("artifact `spark`"),
+        "{msg}"
+    );
+    assert!(msg.contains("images/test.yaml:12:5"), "{msg}");
+    assert_eq!(srv.requests().len(), 1, "404 is final");
+}
+
+#[test]
+fn mirror_directory_serves_without_any_request() {
+    let srv = Server::start();
+    let data = body(70_000, 11);
+    let mirror = tempfile::tempdir().unwrap();
+    // The URL-encoded `+` is decoded in the mirror's file name.
+    fs::write(mirror.path().join("jre+10.tar.gz"), &data).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            mirror: Some(Mirror::Dir(mirror.path().into())),
+            ..opts()
+        },
+    );
+    let got = f
+        .fetch(&pinned("java", &srv.url("/dl/jre%2B10.tar.gz"), &data))
+        .unwrap();
+    assert_eq!(fs::read(&got.path).unwrap(), data);
+    assert_eq!(
+        got.served,
+        Served::Mirror(mirror.path().join("jre+10.tar.gz").display().to_string())
+    );
+    assert!(
+        srv.requests().is_empty(),
+        "upstream was contacted: {:?}",
+        srv.requests()
+    );
+}
+
+#[test]
+fn mirror_directory_miss_falls_back_to_upstream() {
+    let srv = Server::start();
+    let data = body(1_000, 12);
+    srv.route("/x/minio", vec![Reply::Body(data.clone())]);
+    let mirror = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            mirror: Some(Mirror::Dir(mirror.path().into())),
+            ..opts()
+        },
+    );
+    let got = f
+        .fetch(&pinned("minio", &srv.url("/x/minio"), &data))
+        .unwrap();
+    assert_eq!(got.served, Served::Upstream(srv.url("/x/minio")));
+}
+
+#[test]
+fn mirror_directory_with_wrong_bytes_is_a_mismatch_not_a_fallback() {
+    let srv = Server::start();
+    let data = body(1_000, 13);
+    srv.route("/x/minio", vec![Reply::Body(data.clone())]);
+    let mirror = tempfile::tempdir().unwrap();
+    fs::write(mirror.path().join("minio"), b"not the binary").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            mirror: Some(Mirror::Dir(mirror.path().into())),
+            ..opts()
+        },
+    );
+    let err = f
+        .fetch(&pinned("minio", &srv.url("/x/minio"), &data))
+        .unwrap_err();
+    assert!(
+        matches!(fetch_error(&err), Some(FetchError::DigestMismatch { .. })),
+        "{err:#}"
+    );
+    assert!(srv.requests().is_empty());
+    assert_eq!(files(cache.path()), Vec::<String>::new());
+}
+
+#[test]
+fn mirror_url_serves_first_and_misses_fall_back() {
+    let upstream = Server::start();
+    let mirror = Server::start();
+    let a = body(2_000, 14);
+    let b = body(3_000, 15);
+    mirror.route("/m/a.tgz", vec![Reply::Body(a.clone())]);
+    upstream.route("/dist/b.tgz", vec![Reply::Body(b.clone())]);
+    let cache = tempfile::tempdir().unwrap();
+    let m = Mirror::Url(Url::parse(&mirror.url("/m/")).unwrap());
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            mirror: Some(m),
+            ..opts()
+        },
+    );
+    let got = f
+        .fetch_all(&[
+            pinned("a", &upstream.url("/dist/a.tgz"), &a),
+            pinned("b", &upstream.url("/dist/b.tgz"), &b),
+        ])
+        .unwrap();
+    assert_eq!(got[0].served, Served::Mirror(mirror.url("/m/a.tgz")));
+    assert_eq!(got[1].served, Served::Upstream(upstream.url("/dist/b.tgz")));
+    assert_eq!(upstream.requests_for("/dist/a.tgz").len(), 0);
+    assert_eq!(mirror.requests_for("/m/b.tgz").len(), 1);
+}
+
+#[test]
+fn parallel_fetch_reports_every_failure() {
+    let srv = Server::start();
+    let mut pins = Vec::new();
+    for i in 0..6u8 {
+        let data = body(4_000 + usize::from(i), 20 + i);
+        let path = format!("/p/{i}");
+        srv.route(
+            &path,
+            vec![Reply::Drip {
+                body: data.clone(),
+                chunk: 1000,
+                delay: Duration::from_millis(5),
+            }],
+        );
+        pins.push(pinned(&format!("art{i}"), &srv.url(&path), &data));
+    }
+    pins.push(pinned("gone1", &srv.url("/missing1"), b"x"));
+    pins.push(pinned("gone2", &srv.url("/missing2"), b"y"));
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(cache.path(), opts());
+    let err = f.fetch_all(&pins).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("2 artifacts failed")
+            && msg.contains("/missing1")
+            && msg.contains("/missing2"),
+        "{msg}"
+    );
+    let got = f.fetch_all(&pins[..6]).unwrap();
+    assert!(
+        got.iter().all(|g| g.served == Served::Cache),
+        "the good ones were fetched by the first run"
+    );
+}
+
+#[test]
+fn unpinned_digest_is_learned_from_the_mirror_checksum_file() {
+    let srv = Server::start();
+    let data = body(6_000, 30);
+    let name = "spark-3.5.9-bin-hadoop3.tgz";
+    let mirror = tempfile::tempdir().unwrap();
+    fs::write(mirror.path().join(name), &data).unwrap();
+    // The old gpg --print-md SHA512 form.
+    let hex = sha512(&data).hex().to_uppercase();
+    let groups: Vec<&str> = (0..16).map(|i| &hex[i * 8..i * 8 + 8]).collect();
+    let pad = " ".repeat(name.len() + 2);
+    let text = format!(
+        "{name}: {}\n{pad}{}\n{pad}{}\n{pad}{}\n",
+        groups[0..5].join(" "),
+        groups[5..10].join(" "),
+        groups[10..15].join(" "),
+        groups[15..].join(" ")
+    );
+    fs::write(mirror.path().join(format!("{name}.sha512")), text).unwrap();
+    let url = srv.url(&format!("/dist/{name}"));
+    let mut s = spec("spark", &url, None);
+    s.checksums = Some(ChecksumSource {
+        url: Url::parse(&format!("{url}.sha512")).unwrap(),
+        algo: DigestAlgo::Sha512,
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let f = fetcher(
+        cache.path(),
+        FetchOptions {
+            mirror: Some(Mirror::Dir(mirror.path().into())),
+            ..opts()
+        },
+    );
+    let pins = f
+        .pin(std::slice::from_ref(&s), &Lock::default(), false)
+        .unwrap();
+    assert_eq!(pins[0].digest, sha512(&data));
+    let err = f.pin(&[s], &Lock::default(), true).unwrap_err();
+    assert!(format!("{err:#}").contains("not pinned"), "{err:#}");
+    f.fetch_all(&pins).unwrap();
+    assert!(srv.requests().is_empty());
+}
