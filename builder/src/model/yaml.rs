@@ -272,15 +272,25 @@ fn is_null(s: &MarkedScalarNode) -> bool {
     s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
 }
 
-/// Position of a node's first character.
+/// Position of a node's first character. A block mapping's own mark sits
+/// after its first key, so the first key's position wins when it is earlier.
 pub fn pos_of(node: &Node) -> Pos {
-    node.span()
+    let own = node
+        .span()
         .start()
         .map(|m| Pos {
             line: m.line(),
             column: m.column(),
         })
-        .unwrap_or(Pos { line: 1, column: 1 })
+        .unwrap_or(Pos { line: 1, column: 1 });
+    match node {
+        Node::Mapping(m) => m
+            .keys()
+            .next()
+            .map(pos_of_scalar)
+            .map_or(own, |k| k.min(own)),
+        _ => own,
+    }
 }
 
 fn pos_of_scalar(s: &MarkedScalarNode) -> Pos {
@@ -324,19 +334,31 @@ pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .map(|(_, c)| c)
 }
 
-/// Levenshtein distance over chars.
+/// Edit distance over chars counting insertions, deletions, substitutions and
+/// adjacent transpositions (optimal string alignment), so `vmdi` is 1 from `vmid`.
 pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b.len()]
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// Parses YAML text into a node tree. Syntax errors and duplicate keys become
@@ -440,7 +462,9 @@ mod tests {
 
     #[test]
     fn edit_distance_and_suggestions() {
-        assert_eq!(edit_distance("memroy", "memory"), 2);
+        assert_eq!(edit_distance("memroy", "memory"), 1);
+        assert_eq!(edit_distance("vmdi", "vmid"), 1);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(
             suggest("memroy", &["cores", "memory", "disk"]),

@@ -1,0 +1,250 @@
+//! `imgbuild validate` and `imgbuild plan` driven through the real binary:
+//! the shipped lab and recipes pass, and every case of the malformed-input
+//! corpus under tests/fixtures/validate/ exits 2 with exactly the diagnostics
+//! its `# expect: LINE:COL FIELD: FRAGMENT` header lines name.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("builder/ has a parent")
+        .to_path_buf()
+}
+
+fn fixtures() -> PathBuf {
+    repo().join("tests/fixtures/validate")
+}
+
+/// Runs `imgbuild` from the repo root with `HOME` pointing at a home whose
+/// `~/.ssh/id_ed25519.pub` is the committed test key (lab/*.yaml name that path).
+fn imgbuild(args: &[&str]) -> Output {
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(home.path().join(".ssh")).expect("mkdir .ssh");
+    std::fs::copy(
+        fixtures().join("keys/test_ed25519.pub"),
+        home.path().join(".ssh/id_ed25519.pub"),
+    )
+    .expect("copy test key");
+    let out = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(args)
+        .current_dir(repo())
+        .env("HOME", home.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run imgbuild");
+    drop(home);
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn shipped_labs_and_recipes_validate() {
+    for lab in [
+        "lab/homelab.yaml",
+        "lab/scaleout.yaml",
+        "tests/fixtures/validate/ok/homelab.yaml",
+    ] {
+        let out = imgbuild(&["validate", "--lab", lab, "--images", "images"]);
+        assert!(
+            out.status.success(),
+            "{lab} should validate:\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).starts_with("ok: "),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+    // Defaults are lab/homelab.yaml and images/.
+    let out = imgbuild(&["validate", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["guests"], serde_json::json!(["minio", "devlab"]));
+    assert_eq!(
+        v["images_used"],
+        serde_json::json!(["ubuntu-22.04-lxc", "ubuntu-22.04-vm"])
+    );
+}
+
+#[test]
+fn missing_ssh_key_is_bad_input_naming_the_field() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(["validate"])
+        .current_dir(repo())
+        .env("HOME", home.path())
+        .output()
+        .expect("run imgbuild");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("lab/homelab.yaml:31:7: ssh.authorized_keys[0]: cannot read public key file"),
+        "{err}"
+    );
+}
+
+#[derive(Debug)]
+struct Expect {
+    line: usize,
+    column: usize,
+    field: String,
+    fragment: String,
+}
+
+fn expectations(path: &Path) -> Vec<Expect> {
+    let body = std::fs::read_to_string(path).expect("read fixture");
+    body.lines()
+        .filter_map(|l| l.strip_prefix("# expect: "))
+        .map(|rest| {
+            let (pos, rest) = rest
+                .split_once(' ')
+                .expect("`# expect: L:C field: fragment`");
+            let (line, column) = pos.split_once(':').expect("L:C");
+            let (field, fragment) = rest.split_once(": ").expect("field: fragment");
+            Expect {
+                line: line.parse().expect("line"),
+                column: column.parse().expect("column"),
+                field: field.to_string(),
+                fragment: fragment.to_string(),
+            }
+        })
+        .collect()
+}
+
+/// Every lab case with the repo's images, every recipe case (a directory
+/// holding one broken recipe) with the valid fixture lab.
+fn corpus() -> Vec<(PathBuf, Vec<String>)> {
+    let f = fixtures();
+    let mut cases = Vec::new();
+    let mut labs: Vec<PathBuf> = std::fs::read_dir(f.join("lab"))
+        .expect("lab cases")
+        .map(|e| e.unwrap().path())
+        .collect();
+    labs.sort();
+    for p in labs {
+        let args = vec![
+            "--lab".into(),
+            p.display().to_string(),
+            "--images".into(),
+            "images".into(),
+        ];
+        cases.push((p, args));
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(f.join("images"))
+        .expect("recipe cases")
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let recipe = std::fs::read_dir(&d)
+            .expect("case dir")
+            .next()
+            .expect("one recipe per case")
+            .unwrap()
+            .path();
+        let args = vec![
+            "--lab".into(),
+            f.join("ok/homelab.yaml").display().to_string(),
+            "--images".into(),
+            d.display().to_string(),
+        ];
+        cases.push((recipe, args));
+    }
+    cases
+}
+
+#[test]
+fn malformed_corpus_reports_each_mistake_where_it_is() {
+    let cases = corpus();
+    assert!(
+        cases.len() >= 40,
+        "the corpus holds {} cases, want at least 40",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for (fixture, args) in &cases {
+        let expects = expectations(fixture);
+        let name = fixture
+            .strip_prefix(repo())
+            .unwrap_or(fixture)
+            .display()
+            .to_string();
+        if expects.is_empty() {
+            failures.push(format!("{name}: no `# expect:` lines"));
+            continue;
+        }
+        let mut argv = vec!["validate", "--json"];
+        argv.extend(args.iter().map(String::as_str));
+        let out = imgbuild(&argv);
+        let stderr = text(&out.stderr);
+        if out.status.code() != Some(2) {
+            failures.push(format!(
+                "{name}: exit {:?}, want 2\n    stderr: {stderr}",
+                out.status.code()
+            ));
+            continue;
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&out.stdout) {
+            Ok(v) => v,
+            Err(e) => {
+                failures.push(format!(
+                    "{name}: stdout is not JSON ({e}): {}",
+                    text(&out.stdout)
+                ));
+                continue;
+            }
+        };
+        let diags = v["diagnostics"].as_array().cloned().unwrap_or_default();
+        let file_name = fixture.file_name().unwrap().to_string_lossy().into_owned();
+        for e in &expects {
+            let hit = diags.iter().any(|d| {
+                d["line"].as_u64() == Some(e.line as u64)
+                    && d["column"].as_u64() == Some(e.column as u64)
+                    && d["field"].as_str() == Some(&e.field)
+                    && d["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&e.fragment))
+                    && d["file"].as_str().is_some_and(|f| f.ends_with(&file_name))
+            });
+            // The human form on stderr carries the same location and message.
+            let human = format!("{file_name}:{}:{}: {}: ", e.line, e.column, e.field);
+            if !hit || !stderr.contains(&human) {
+                failures.push(format!(
+                    "{name}: want {}:{} {}: …{}…\n    got: {stderr}",
+                    e.line, e.column, e.field, e.fragment
+                ));
+            }
+        }
+        if diags.len() != expects.len() {
+            failures.push(format!(
+                "{name}: {} diagnostics, want {}\n    got: {stderr}",
+                diags.len(),
+                expects.len()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} corpus cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn secrets_are_never_echoed() {
+    let fixture = fixtures().join("lab/token-inline.yaml");
+    let out = imgbuild(&["validate", "--lab", &fixture.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!all.contains("0f1e2d3c"), "the inline token leaked: {all}");
+}
