@@ -248,3 +248,46 @@ fn secrets_are_never_echoed() {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(!all.contains("0f1e2d3c"), "the inline token leaked: {all}");
 }
+
+#[test]
+fn plan_shows_guests_ports_links_and_images() {
+    let out = imgbuild(&["plan"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for want in [
+        "minio   lxc   200   pve   2      4GiB    20GiB  192.168.1.200/24  ubuntu-22.04-lxc  object_store",
+        "22,9000,9001",
+        "devlab  vm    100   pve   4      8GiB    50GiB  192.168.1.100/24  ubuntu-22.04-vm   spark_master,spark_worker  22,7077,8080,8081",
+        "devlab: spark worker (4 cores, 6GiB) -> spark://devlab:7077",
+        "devlab: spark s3a -> http://minio:9000",
+        "ubuntu-22.04-lxc  lxc   ubuntu-22.04-standard_22.04-1_amd64.tar.zst  minio,spark,java,firstboot  minio",
+    ] {
+        assert!(table.contains(want), "plan lacks {want:?}:\n{table}");
+    }
+
+    let out = imgbuild(&["plan", "--json", "--lab", "lab/scaleout.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let guests = v["guests"].as_array().expect("guests");
+    assert_eq!(guests.len(), 8);
+    let nodes: Vec<&str> = guests.iter().map(|g| g["node"].as_str().unwrap()).collect();
+    assert_eq!(
+        nodes,
+        ["pve1", "pve2", "pve3", "pve1", "pve1", "pve2", "pve3", "pve2"]
+    );
+    assert_eq!(
+        guests[0]["links"][0],
+        "object store pool `store`: minio1, minio2, minio3, minio4 (8 drives)"
+    );
+    assert_eq!(guests[5]["memory_bytes"], 32u64 << 30);
+    assert_eq!(
+        guests[5]["ports"],
+        serde_json::json!([{"port": 22, "purpose": "ssh"}, {"port": 8081, "purpose": "spark worker UI"}])
+    );
+
+    // Bad input stops `plan` the same way as `validate`.
+    let bad = fixtures().join("lab/vmid-duplicate.yaml");
+    let out = imgbuild(&["plan", "--lab", &bad.display().to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
