@@ -6,6 +6,7 @@
 
 pub mod artifact;
 pub mod bake;
+pub mod cidata;
 pub mod cli;
 pub mod commands;
 pub mod diag;

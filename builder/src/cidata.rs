@@ -1,0 +1,719 @@
+//! The NoCloud seed volume for VMs: rendering `meta-data`, `user-data` and
+//! `network-config` (pure functions) and writing them, plus
+//! `imgbuild/seed.yaml` for firstboot, as an ISO 9660 image labelled
+//! `cidata` with both Joliet and Rock Ridge names, so Linux (which prefers
+//! Rock Ridge), Windows-style readers (Joliet) and plain ISO readers all see
+//! `user-data`, `meta-data` and `network-config` with their dashes and case.
+//!
+//! The writer is a small, fixed-layout ISO 9660 encoder: two directories,
+//! four files, no external tool. The same inputs give the same bytes; every
+//! date in the image is [`crate::payload::default_mtime`].
+//!
+//! Root login: `disable_root: false`, so root gets the lab's keys exactly
+//! like the default user, and `ssh_pwauth: false` turns password logins off:
+//! root is reachable by key only, as in the LXC guests.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use serde::Serialize;
+
+/// The files of a `cidata` volume, as bytes ready to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidataFiles {
+    pub meta_data: String,
+    pub user_data: String,
+    pub network_config: String,
+    pub seed_yaml: String,
+}
+
+/// The guest's static network settings for `network-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSettings {
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub nameservers: Vec<Ipv4Addr>,
+    /// Interface name glob to configure (`e*` matches ens18, eth0, enp0s3).
+    pub match_name: String,
+    /// When set, match the NIC by MAC address instead of by name.
+    pub mac: Option<String>,
+}
+
+impl NetworkSettings {
+    pub fn new(
+        address: Ipv4Addr,
+        prefix: u8,
+        gateway: Ipv4Addr,
+        nameservers: Vec<Ipv4Addr>,
+    ) -> Self {
+        NetworkSettings {
+            address,
+            prefix,
+            gateway,
+            nameservers,
+            match_name: "e*".into(),
+            mac: None,
+        }
+    }
+}
+
+fn yaml<T: Serialize>(v: &T) -> String {
+    // Serializing plain structs of strings and lists cannot fail.
+    serde_yaml::to_string(v).expect("serializing cloud-init YAML")
+}
+
+/// `meta-data`: the instance id (changes whenever the seed does, which makes
+/// cloud-init re-run its per-instance modules) and the hostname.
+pub fn render_meta_data(seed_hash: &str, hostname: &str) -> String {
+    #[derive(Serialize)]
+    struct Meta<'a> {
+        #[serde(rename = "instance-id")]
+        instance_id: String,
+        #[serde(rename = "local-hostname")]
+        local_hostname: &'a str,
+    }
+    yaml(&Meta {
+        instance_id: format!("iid-imgbuild-{seed_hash}"),
+        local_hostname: hostname,
+    })
+}
+
+/// `user-data` (`#cloud-config`): hostname, the lab's SSH keys for the
+/// default user and root, password logins off.
+pub fn render_user_data(hostname: &str, ssh_keys: &[String]) -> String {
+    #[derive(Serialize)]
+    struct UserData<'a> {
+        hostname: &'a str,
+        preserve_hostname: bool,
+        ssh_authorized_keys: &'a [String],
+        ssh_pwauth: bool,
+        disable_root: bool,
+    }
+    let body = yaml(&UserData {
+        hostname,
+        preserve_hostname: false,
+        ssh_authorized_keys: ssh_keys,
+        ssh_pwauth: false,
+        disable_root: false,
+    });
+    format!("#cloud-config\n{body}")
+}
+
+/// `network-config`, version 2: one static IPv4 address, a default route and
+/// DNS servers on the matched ethernet interface.
+pub fn render_network_config(net: &NetworkSettings) -> String {
+    #[derive(Serialize)]
+    struct Config {
+        version: u8,
+        ethernets: std::collections::BTreeMap<&'static str, Ethernet>,
+    }
+    #[derive(Serialize)]
+    struct Ethernet {
+        #[serde(rename = "match")]
+        matches: std::collections::BTreeMap<&'static str, String>,
+        dhcp4: bool,
+        dhcp6: bool,
+        addresses: Vec<String>,
+        routes: Vec<Route>,
+        nameservers: Nameservers,
+    }
+    #[derive(Serialize)]
+    struct Route {
+        to: &'static str,
+        via: String,
+    }
+    #[derive(Serialize)]
+    struct Nameservers {
+        addresses: Vec<String>,
+    }
+    let matches = match &net.mac {
+        Some(mac) => [("macaddress", mac.to_ascii_lowercase())].into(),
+        None => [("name", net.match_name.clone())].into(),
+    };
+    let eth = Ethernet {
+        matches,
+        dhcp4: false,
+        dhcp6: false,
+        addresses: vec![format!("{}/{}", net.address, net.prefix)],
+        routes: vec![Route {
+            to: "default",
+            via: net.gateway.to_string(),
+        }],
+        nameservers: Nameservers {
+            addresses: net.nameservers.iter().map(|a| a.to_string()).collect(),
+        },
+    };
+    yaml(&Config {
+        version: 2,
+        ethernets: [("lab0", eth)].into(),
+    })
+}
+
+/// Writes the `cidata` ISO to `out` atomically (temp file beside it, fsync,
+/// rename, fsync the directory). The file is private (0600): the seed can
+/// carry credentials.
+pub fn write_iso(files: &CidataFiles, out: &Path) -> Result<()> {
+    let bytes = build_iso(files, crate::payload::default_mtime())?;
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cidata-")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(&bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {}", tmp.path().display()))?;
+    tmp.persist(out)
+        .with_context(|| format!("renaming into {}", out.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
+    Ok(())
+}
+
+const SECTOR: usize = 2048;
+const LABEL: &str = "cidata";
+
+// Fixed layout (sector numbers).
+const PVD: usize = 16;
+const SVD: usize = 17;
+const TERM: usize = 18;
+const PATH_L: usize = 19;
+const PATH_M: usize = 20;
+const JPATH_L: usize = 21;
+const JPATH_M: usize = 22;
+const ROOT: usize = 23;
+const SUB: usize = 24;
+const JROOT: usize = 25;
+const JSUB: usize = 26;
+const CE_AREA: usize = 27;
+const DATA: usize = 28;
+
+const ER_ID: &[u8] = b"RRIP_1991A";
+const ER_DESC: &[u8] =
+    b"THE ROCK RIDGE INTERCHANGE PROTOCOL PROVIDES SUPPORT FOR POSIX FILE SYSTEM SEMANTICS";
+const ER_SRC: &[u8] = b"PLEASE CONTACT DISC PUBLISHER FOR SPECIFICATION SOURCE.  SEE PUBLISHER \
+IDENTIFIER IN PRIMARY VOLUME DESCRIPTOR FOR CONTACT INFORMATION.";
+
+fn both16(v: u16) -> [u8; 4] {
+    let (l, b) = (v.to_le_bytes(), v.to_be_bytes());
+    [l[0], l[1], b[0], b[1]]
+}
+
+fn both32(v: u32) -> [u8; 8] {
+    let (l, b) = (v.to_le_bytes(), v.to_be_bytes());
+    [l[0], l[1], l[2], l[3], b[0], b[1], b[2], b[3]]
+}
+
+/// (year, month, day, hour, minute, second) in UTC.
+fn civil(epoch: u64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        year,
+        month,
+        day,
+        (secs / 3600) as u32,
+        (secs / 60 % 60) as u32,
+        (secs % 60) as u32,
+    )
+}
+
+/// The 7-byte directory record date.
+fn record_date(epoch: u64) -> [u8; 7] {
+    let (y, mo, d, h, mi, s) = civil(epoch);
+    [
+        (y - 1900).clamp(0, 255) as u8,
+        mo as u8,
+        d as u8,
+        h as u8,
+        mi as u8,
+        s as u8,
+        0,
+    ]
+}
+
+/// The 17-byte volume descriptor date.
+fn volume_date(epoch: u64) -> [u8; 17] {
+    let (y, mo, d, h, mi, s) = civil(epoch);
+    let text = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00");
+    let mut out = [0u8; 17];
+    out[..16].copy_from_slice(text.as_bytes());
+    out
+}
+
+fn ucs2(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(|u| u.to_be_bytes()).collect()
+}
+
+/// One directory entry to encode.
+struct Rec<'a> {
+    /// ISO name bytes (`\0` for `.`, `\x01` for `..`).
+    name: Vec<u8>,
+    extent: usize,
+    size: usize,
+    dir: bool,
+    /// Rock Ridge system use bytes (primary tree only).
+    su: &'a [u8],
+}
+
+fn dir_record(r: &Rec, date: [u8; 7]) -> Vec<u8> {
+    let name_len = r.name.len();
+    let pad = usize::from(name_len % 2 == 0);
+    let len = 33 + name_len + pad + r.su.len();
+    assert!(len <= 255, "directory record too long");
+    let mut b = Vec::with_capacity(len);
+    b.push(len as u8);
+    b.push(0);
+    b.extend_from_slice(&both32(r.extent as u32));
+    b.extend_from_slice(&both32(r.size as u32));
+    b.extend_from_slice(&date);
+    b.push(if r.dir { 2 } else { 0 });
+    b.push(0);
+    b.push(0);
+    b.extend_from_slice(&both16(1));
+    b.push(name_len as u8);
+    b.extend_from_slice(&r.name);
+    if pad == 1 {
+        b.push(0);
+    }
+    b.extend_from_slice(r.su);
+    b
+}
+
+fn su_px(mode: u32, nlink: u32) -> Vec<u8> {
+    let mut b = vec![b'P', b'X', 36, 1];
+    b.extend_from_slice(&both32(mode));
+    b.extend_from_slice(&both32(nlink));
+    b.extend_from_slice(&both32(0)); // uid
+    b.extend_from_slice(&both32(0)); // gid
+    b
+}
+
+fn su_nm(name: &str) -> Vec<u8> {
+    let mut b = vec![b'N', b'M', (5 + name.len()) as u8, 1, 0];
+    b.extend_from_slice(name.as_bytes());
+    b
+}
+
+fn er_entry() -> Vec<u8> {
+    let mut b = vec![
+        b'E',
+        b'R',
+        (8 + ER_ID.len() + ER_DESC.len() + ER_SRC.len()) as u8,
+        1,
+        ER_ID.len() as u8,
+        ER_DESC.len() as u8,
+        ER_SRC.len() as u8,
+        1,
+    ];
+    b.extend_from_slice(ER_ID);
+    b.extend_from_slice(ER_DESC);
+    b.extend_from_slice(ER_SRC);
+    b
+}
+
+fn dir_sector(records: &[Rec], date: [u8; 7]) -> Vec<u8> {
+    let mut s: Vec<u8> = records.iter().flat_map(|r| dir_record(r, date)).collect();
+    assert!(s.len() <= SECTOR, "directory larger than one sector");
+    s.resize(SECTOR, 0);
+    s
+}
+
+fn path_table(root: usize, sub: usize, sub_name: &[u8], big_endian: bool) -> Vec<u8> {
+    let mut t = Vec::new();
+    let mut entry = |name: &[u8], extent: usize, parent: u16| {
+        t.push(name.len() as u8);
+        t.push(0);
+        if big_endian {
+            t.extend_from_slice(&(extent as u32).to_be_bytes());
+            t.extend_from_slice(&parent.to_be_bytes());
+        } else {
+            t.extend_from_slice(&(extent as u32).to_le_bytes());
+            t.extend_from_slice(&parent.to_le_bytes());
+        }
+        t.extend_from_slice(name);
+        if name.len() % 2 == 1 {
+            t.push(0);
+        }
+    };
+    entry(&[0], root, 1);
+    entry(sub_name, sub, 1);
+    t
+}
+
+fn padded(text: &[u8], len: usize, fill: u8) -> Vec<u8> {
+    let mut v = text.to_vec();
+    v.resize(len, fill);
+    v
+}
+
+fn ucs2_padded(text: &str, len: usize) -> Vec<u8> {
+    let mut v = ucs2(text);
+    while v.len() < len {
+        v.extend_from_slice(&[0, 0x20]);
+    }
+    v.truncate(len);
+    v
+}
+
+/// Encodes the volume. Layout: descriptors at 16-18, path tables at 19-22,
+/// primary directories at 23-24, Joliet directories at 25-26, the Rock Ridge
+/// continuation area (the `ER` entry) at 27, file data from 28.
+pub fn build_iso(files: &CidataFiles, epoch: u64) -> Result<Vec<u8>> {
+    // (ISO 8.3 name, long name, bytes, mode) in the root, sorted by ISO name
+    // (which also sorts the long names).
+    let root_files: [(&str, &str, &[u8], u32); 3] = [
+        (
+            "META_DAT.;1",
+            "meta-data",
+            files.meta_data.as_bytes(),
+            0o100444,
+        ),
+        (
+            "NETWORK_.;1",
+            "network-config",
+            files.network_config.as_bytes(),
+            0o100444,
+        ),
+        (
+            "USER_DAT.;1",
+            "user-data",
+            files.user_data.as_bytes(),
+            0o100444,
+        ),
+    ];
+    let seed = (
+        "SEED.YAM;1",
+        "seed.yaml",
+        files.seed_yaml.as_bytes(),
+        0o100400u32,
+    );
+
+    // Data extents.
+    let mut next = DATA;
+    let mut place = |len: usize| {
+        if len == 0 {
+            return 0;
+        }
+        let at = next;
+        next += len.div_ceil(SECTOR);
+        at
+    };
+    let root_extents: Vec<usize> = root_files.iter().map(|f| place(f.2.len())).collect();
+    let seed_extent = place(seed.2.len());
+    let total = next;
+    ensure!(total < u32::MAX as usize / SECTOR, "cidata files too large");
+
+    let date = record_date(epoch);
+    let vdate = volume_date(epoch);
+    let mut img = vec![0u8; total * SECTOR];
+    let mut put = |sector: usize, bytes: &[u8]| {
+        img[sector * SECTOR..sector * SECTOR + bytes.len()].copy_from_slice(bytes);
+    };
+
+    // Primary tree with Rock Ridge.
+    let ce_len = er_entry().len();
+    let mut root_dot_su = vec![b'S', b'P', 7, 1, 0xBE, 0xEF, 0];
+    root_dot_su.extend_from_slice(&[b'C', b'E', 28, 1]);
+    root_dot_su.extend_from_slice(&both32(CE_AREA as u32));
+    root_dot_su.extend_from_slice(&both32(0));
+    root_dot_su.extend_from_slice(&both32(ce_len as u32));
+    root_dot_su.extend_from_slice(&su_px(0o040555, 3));
+    let dir_px = su_px(0o040555, 3);
+    let sub_px = su_px(0o040555, 2);
+    let file_su: Vec<Vec<u8>> = root_files
+        .iter()
+        .map(|f| [su_px(f.3, 1), su_nm(f.1)].concat())
+        .collect();
+    let sub_su = [sub_px.clone(), su_nm("imgbuild")].concat();
+    let seed_su = [su_px(seed.3, 1), su_nm(seed.1)].concat();
+
+    let mut root_recs = vec![
+        Rec {
+            name: vec![0],
+            extent: ROOT,
+            size: SECTOR,
+            dir: true,
+            su: &root_dot_su,
+        },
+        Rec {
+            name: vec![1],
+            extent: ROOT,
+            size: SECTOR,
+            dir: true,
+            su: &dir_px,
+        },
+        Rec {
+            name: b"IMGBUILD".to_vec(),
+            extent: SUB,
+            size: SECTOR,
+            dir: true,
+            su: &sub_su,
+        },
+    ];
+    for (i, f) in root_files.iter().enumerate() {
+        root_recs.push(Rec {
+            name: f.0.as_bytes().to_vec(),
+            extent: root_extents[i],
+            size: f.2.len(),
+            dir: false,
+            su: &file_su[i],
+        });
+    }
+    put(ROOT, &dir_sector(&root_recs, date));
+    let sub_recs = [
+        Rec {
+            name: vec![0],
+            extent: SUB,
+            size: SECTOR,
+            dir: true,
+            su: &sub_px,
+        },
+        Rec {
+            name: vec![1],
+            extent: ROOT,
+            size: SECTOR,
+            dir: true,
+            su: &dir_px,
+        },
+        Rec {
+            name: seed.0.as_bytes().to_vec(),
+            extent: seed_extent,
+            size: seed.2.len(),
+            dir: false,
+            su: &seed_su,
+        },
+    ];
+    put(SUB, &dir_sector(&sub_recs, date));
+    put(CE_AREA, &er_entry());
+
+    // Joliet tree (UCS-2 big-endian names, no Rock Ridge).
+    let mut jroot = vec![
+        Rec {
+            name: vec![0],
+            extent: JROOT,
+            size: SECTOR,
+            dir: true,
+            su: &[],
+        },
+        Rec {
+            name: vec![1],
+            extent: JROOT,
+            size: SECTOR,
+            dir: true,
+            su: &[],
+        },
+        Rec {
+            name: ucs2("imgbuild"),
+            extent: JSUB,
+            size: SECTOR,
+            dir: true,
+            su: &[],
+        },
+    ];
+    for (i, f) in root_files.iter().enumerate() {
+        jroot.push(Rec {
+            name: ucs2(f.1),
+            extent: root_extents[i],
+            size: f.2.len(),
+            dir: false,
+            su: &[],
+        });
+    }
+    put(JROOT, &dir_sector(&jroot, date));
+    let jsub = [
+        Rec {
+            name: vec![0],
+            extent: JSUB,
+            size: SECTOR,
+            dir: true,
+            su: &[],
+        },
+        Rec {
+            name: vec![1],
+            extent: JROOT,
+            size: SECTOR,
+            dir: true,
+            su: &[],
+        },
+        Rec {
+            name: ucs2(seed.1),
+            extent: seed_extent,
+            size: seed.2.len(),
+            dir: false,
+            su: &[],
+        },
+    ];
+    put(JSUB, &dir_sector(&jsub, date));
+
+    // Path tables.
+    let pt = path_table(ROOT, SUB, b"IMGBUILD", false);
+    put(PATH_L, &pt);
+    put(PATH_M, &path_table(ROOT, SUB, b"IMGBUILD", true));
+    let jpt = path_table(JROOT, JSUB, &ucs2("imgbuild"), false);
+    put(JPATH_L, &jpt);
+    put(JPATH_M, &path_table(JROOT, JSUB, &ucs2("imgbuild"), true));
+
+    // File data.
+    for (i, f) in root_files.iter().enumerate() {
+        if !f.2.is_empty() {
+            put(root_extents[i], f.2);
+        }
+    }
+    if !seed.2.is_empty() {
+        put(seed_extent, seed.2);
+    }
+
+    // Volume descriptors.
+    let descriptor = |joliet: bool| -> Vec<u8> {
+        let mut d = vec![0u8; SECTOR];
+        d[0] = if joliet { 2 } else { 1 };
+        d[1..6].copy_from_slice(b"CD001");
+        d[6] = 1;
+        let text = |v: &str, n: usize| {
+            if joliet {
+                ucs2_padded(v, n)
+            } else {
+                padded(v.as_bytes(), n, b' ')
+            }
+        };
+        let (pt_len, l, m, root) = if joliet {
+            (jpt.len(), JPATH_L, JPATH_M, JROOT)
+        } else {
+            (pt.len(), PATH_L, PATH_M, ROOT)
+        };
+        let (sys, vol, app) = (text("", 32), text(LABEL, 32), text("IMGBUILD", 128));
+        d[8..40].copy_from_slice(&sys);
+        d[40..72].copy_from_slice(&vol);
+        d[80..88].copy_from_slice(&both32(total as u32));
+        if joliet {
+            d[88..91].copy_from_slice(b"%/E");
+        }
+        d[120..124].copy_from_slice(&both16(1));
+        d[124..128].copy_from_slice(&both16(1));
+        d[128..132].copy_from_slice(&both16(SECTOR as u16));
+        d[132..140].copy_from_slice(&both32(pt_len as u32));
+        d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
+        d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
+        let root_rec = dir_record(
+            &Rec {
+                name: vec![0],
+                extent: root,
+                size: SECTOR,
+                dir: true,
+                su: &[],
+            },
+            date,
+        );
+        d[156..190].copy_from_slice(&root_rec);
+        d[190..318].copy_from_slice(&text("", 128)); // volume set
+        d[318..446].copy_from_slice(&text("", 128)); // publisher
+        d[446..574].copy_from_slice(&text("", 128)); // data preparer
+        d[574..702].copy_from_slice(&app);
+        d[702..739].copy_from_slice(&text("", 37));
+        d[739..776].copy_from_slice(&text("", 37));
+        d[776..813].copy_from_slice(&text("", 37));
+        d[813..830].copy_from_slice(&vdate);
+        d[830..847].copy_from_slice(&vdate);
+        d[847..863].copy_from_slice(b"0000000000000000");
+        d[864..880].copy_from_slice(b"0000000000000000");
+        d[881] = 1;
+        d
+    };
+    let pvd = descriptor(false);
+    let svd = descriptor(true);
+    put(PVD, &pvd);
+    put(SVD, &svd);
+    let mut term = vec![0u8; SECTOR];
+    term[0] = 255;
+    term[1..6].copy_from_slice(b"CD001");
+    term[6] = 1;
+    put(TERM, &term);
+    Ok(img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil(1_704_067_200), (2024, 1, 1, 0, 0, 0));
+        assert_eq!(civil(951_782_400 + 3661), (2000, 2, 29, 1, 1, 1));
+        assert_eq!(&volume_date(1_704_067_200)[..16], b"2024010100000000");
+    }
+
+    #[test]
+    fn renders_cloud_init_documents() {
+        let m = render_meta_data("ab12", "devlab");
+        assert_eq!(
+            m,
+            "instance-id: iid-imgbuild-ab12\nlocal-hostname: devlab\n"
+        );
+        let u = render_user_data("devlab", &["ssh-ed25519 AAAA lab@home".to_string()]);
+        assert!(u.starts_with("#cloud-config\n"), "{u}");
+        let v: serde_yaml::Value = serde_yaml::from_str(&u).unwrap();
+        assert_eq!(v["hostname"], "devlab");
+        assert_eq!(v["ssh_pwauth"], false);
+        assert_eq!(v["disable_root"], false);
+        assert_eq!(v["ssh_authorized_keys"][0], "ssh-ed25519 AAAA lab@home");
+        let net = NetworkSettings::new(
+            "192.168.1.100".parse().unwrap(),
+            24,
+            "192.168.1.1".parse().unwrap(),
+            vec!["8.8.8.8".parse().unwrap()],
+        );
+        let n = render_network_config(&net);
+        let v: serde_yaml::Value = serde_yaml::from_str(&n).unwrap();
+        assert_eq!(v["version"], 2);
+        let e = &v["ethernets"]["lab0"];
+        assert_eq!(e["match"]["name"], "e*");
+        assert_eq!(e["addresses"][0], "192.168.1.100/24");
+        assert_eq!(e["routes"][0]["to"], "default");
+        assert_eq!(e["routes"][0]["via"], "192.168.1.1");
+        assert_eq!(e["nameservers"]["addresses"][0], "8.8.8.8");
+        let mac = NetworkSettings {
+            mac: Some("BC:24:11:00:00:01".into()),
+            ..net
+        };
+        let v: serde_yaml::Value = serde_yaml::from_str(&render_network_config(&mac)).unwrap();
+        assert_eq!(
+            v["ethernets"]["lab0"]["match"]["macaddress"],
+            "bc:24:11:00:00:01"
+        );
+    }
+
+    #[test]
+    fn iso_layout_basics() {
+        let files = CidataFiles {
+            meta_data: "m\n".into(),
+            user_data: "u\n".into(),
+            network_config: String::new(),
+            seed_yaml: "s\n".into(),
+        };
+        let iso = build_iso(&files, 0).unwrap();
+        assert_eq!(&iso[PVD * SECTOR + 1..PVD * SECTOR + 6], b"CD001");
+        assert_eq!(&iso[PVD * SECTOR + 40..PVD * SECTOR + 46], b"cidata");
+        assert_eq!(iso.len(), (DATA + 3) * SECTOR);
+        assert_eq!(build_iso(&files, 0).unwrap(), iso);
+    }
+}
