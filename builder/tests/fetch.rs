@@ -580,3 +580,299 @@ fn unpinned_digest_is_learned_from_the_mirror_checksum_file() {
     f.fetch_all(&pins).unwrap();
     assert!(srv.requests().is_empty());
 }
+
+// ---- the real `imgbuild` binary ----------------------------------------------
+
+/// A recipe directory with one LXC recipe whose artifacts live on `srv`.
+struct RecipeDir {
+    dir: tempfile::TempDir,
+    recipe: PathBuf,
+    text: String,
+}
+
+impl RecipeDir {
+    /// `items`: (name, URL path on the server, `digest: ...` or `checksums: ...` line).
+    fn new(srv: &Server, base: (&str, &str), payload: &[(&str, &str, String)]) -> RecipeDir {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "name: test-lxc\nkind: lxc\nbase:\n  url: {}\n  {}\n  format: tar.zst\npayload:\n",
+            srv.url(base.0),
+            base.1
+        );
+        for (i, (name, path, pin)) in payload.iter().enumerate() {
+            text.push_str(&format!(
+                "  - name: {name}\n    url: {}\n    {pin}\n    install: {{file: /usr/local/bin/tool{i}, mode: \"0755\"}}\n",
+                srv.url(path)
+            ));
+        }
+        let recipe = dir.path().join("test-lxc.yaml");
+        fs::write(&recipe, &text).unwrap();
+        RecipeDir { dir, recipe, text }
+    }
+
+    /// The 1-based line on which `needle` appears in the recipe.
+    fn line_of(&self, needle: &str) -> usize {
+        self.text
+            .lines()
+            .position(|l| l.contains(needle))
+            .expect("needle in recipe")
+            + 1
+    }
+}
+
+fn imgbuild(cache: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .env_remove("IMGBUILD_MIRROR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run imgbuild")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn binary_fetch_prints_cache_paths_and_json() {
+    let srv = Server::start();
+    let base = body(40_000, 40);
+    let tool = body(20_000, 41);
+    srv.route("/img/base.tar.zst", vec![Reply::Body(base.clone())]);
+    srv.route(
+        "/dl/tool",
+        vec![Reply::Status(503), Reply::Body(tool.clone())],
+    );
+    let r = RecipeDir::new(
+        &srv,
+        ("/img/base.tar.zst", &format!("digest: {}", sha512(&base))),
+        &[("tool", "/dl/tool", format!("digest: {}", sha256(&tool)))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let recipe = r.recipe.to_str().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &[
+            "fetch",
+            "--recipe",
+            recipe,
+            "--json",
+            "--retry-delay-ms",
+            "5",
+        ],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arts = v["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 2);
+    assert_eq!(arts[0]["name"], "base");
+    assert_eq!(arts[0]["digest"], sha512(&base).to_string());
+    assert_eq!(fs::read(arts[0]["path"].as_str().unwrap()).unwrap(), base);
+    assert_eq!(fs::read(arts[1]["path"].as_str().unwrap()).unwrap(), tool);
+    assert!(
+        arts[1]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("upstream http://127.0.0.1"),
+        "{v}"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("tool: fetched 19.5 KiB"),
+        "final line with size, time and rate: {err}"
+    );
+    assert!(err.contains("retrying"), "the 503 was retried: {err}");
+
+    // Second run: served from the cache, plain output is `name<TAB>path`.
+    let out = imgbuild(cache.path(), &["fetch", "--recipe", recipe, "-q"]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(
+        lines[1],
+        format!("tool\t{}", arts[1]["path"].as_str().unwrap())
+    );
+    assert_eq!(srv.requests().len(), 3);
+}
+
+#[test]
+fn binary_404_names_url_artifact_and_recipe_line() {
+    let srv = Server::start();
+    let tool = body(1_000, 42);
+    srv.route("/dl/tool", vec![Reply::Body(tool.clone())]);
+    let r = RecipeDir::new(
+        &srv,
+        (
+            "/img/missing-base.tar.zst",
+            &format!("digest: {}", sha256(b"nothing")),
+        ),
+        &[("tool", "/dl/tool", format!("digest: {}", sha256(&tool)))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", r.recipe.to_str().unwrap(), "-q"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&srv.url("/img/missing-base.tar.zst")) && err.contains("HTTP 404"),
+        "{err}"
+    );
+    assert!(err.contains("artifact `base`"), "{err}");
+    let at = format!("{}:{}:", r.recipe.display(), r.line_of("missing-base"));
+    assert!(err.contains(&at), "expected {at} in: {err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn binary_slow_drip_completes_with_progress_lines() {
+    let srv = Server::start();
+    let base = body(26_000, 43);
+    srv.route(
+        "/img/base.tar.zst",
+        vec![Reply::Drip {
+            body: base.clone(),
+            chunk: 2_000,
+            delay: Duration::from_millis(100),
+        }],
+    );
+    let r = RecipeDir::new(
+        &srv,
+        ("/img/base.tar.zst", &format!("digest: {}", sha256(&base))),
+        &[],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", r.recipe.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let err = text(&out.stderr);
+    // stderr is a pipe here, so progress is plain lines: start, at least one
+    // in-between line (the drip takes ~1.3 s, lines come at most once a second), end.
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("base: ")).collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("fetching upstream")),
+        "{err}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains(" of 25.4 KiB (")),
+        "no progress line: {err}"
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("fetched 25.4 KiB in")),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "no terminal escapes in a log: {err:?}"
+    );
+}
+
+#[test]
+fn binary_locked_refuses_until_imgbuild_lock_pins_from_the_mirror() {
+    let srv = Server::start();
+    let base = body(3_000, 44);
+    let spark = body(5_000, 45);
+    let spark_name = "spark-3.5.9-bin-hadoop3.tgz";
+    srv.route("/img/base.tar.zst", vec![Reply::Body(base.clone())]);
+    let mirror = tempfile::tempdir().unwrap();
+    fs::write(mirror.path().join(spark_name), &spark).unwrap();
+    fs::write(
+        mirror.path().join("SHA512SUMS"),
+        format!("{}  {spark_name}\n", sha512(&spark).hex()),
+    )
+    .unwrap();
+    let r = RecipeDir::new(
+        &srv,
+        ("/img/base.tar.zst", &format!("digest: {}", sha256(&base))),
+        &[(
+            "spark",
+            "/dist/spark-3.5.9-bin-hadoop3.tgz",
+            format!("checksums: {}", srv.url("/dist/SHA512SUMS")),
+        )],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let recipe = r.recipe.to_str().unwrap();
+    let m = mirror.path().to_str().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", recipe, "--locked", "--mirror", m, "-q"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("artifact `spark`") && err.contains("not pinned"),
+        "{err}"
+    );
+    assert!(
+        err.contains("artifact `base`"),
+        "inline digests need the lock too under --locked: {err}"
+    );
+    assert!(err.contains("imgbuild lock"), "{err}");
+    assert!(srv.requests().is_empty() && fs::read_dir(cache.path().join("blobs")).is_err());
+
+    let images = r.dir.path().to_str().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["lock", "--images", images, "--mirror", m, "-q"],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let lock_text = fs::read_to_string(r.dir.path().join("imgbuild.lock")).unwrap();
+    assert!(
+        lock_text.starts_with("# Generated by `imgbuild lock`"),
+        "{lock_text}"
+    );
+    assert!(
+        lock_text.contains(&sha512(&spark).to_string())
+            && lock_text.contains("source: checksum-file"),
+        "{lock_text}"
+    );
+    assert!(
+        lock_text.contains(&sha256(&base).to_string()) && lock_text.contains("source: recipe"),
+        "{lock_text}"
+    );
+    let out = imgbuild(
+        cache.path(),
+        &["lock", "--images", images, "--mirror", m, "--check"],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", recipe, "--locked", "--mirror", m, "-q"],
+    );
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        srv.requests_for("/dist/spark-3.5.9-bin-hadoop3.tgz")
+            .is_empty(),
+        "spark came from the mirror"
+    );
+
+    // A recipe digest that disagrees with the lock is refused under --locked.
+    let other = body(3_000, 46);
+    fs::write(
+        &r.recipe,
+        r.text
+            .replace(&sha256(&base).to_string(), &sha256(&other).to_string()),
+    )
+    .unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", recipe, "--locked", "-q"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&sha256(&other).to_string()) && err.contains(&sha256(&base).to_string()),
+        "{err}"
+    );
+}

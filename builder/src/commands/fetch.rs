@@ -1,12 +1,131 @@
-//! `imgbuild fetch`.
+//! `imgbuild fetch`: bring a recipe's artifacts into the cache, verified, and
+//! print where each one is. Also the download flags `imgbuild lock` shares.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
+use serde_json::json;
+
+use crate::fetch::{FetchOptions, Fetcher, Mirror, ProgressMode};
+use crate::lock::{self, Lock};
+use crate::model::recipe;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The image recipe whose artifacts to fetch (e.g. images/ubuntu-22.04-vm.yaml).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: PathBuf,
 
-pub fn run(_args: Args, _cache: &Path) -> Result<()> {
-    bail!("`imgbuild fetch` is not implemented yet")
+    /// Refuse any artifact the lock file does not pin (and any recipe digest that
+    /// disagrees with it). Without it, unpinned digests come from upstream checksum files.
+    #[arg(long)]
+    pub locked: bool,
+
+    /// The lock file. Default: imgbuild.lock in the recipe's directory.
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Hash cached artifacts again instead of trusting the cache.
+    #[arg(long)]
+    pub verify_cache: bool,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+}
+
+/// Download flags shared by `fetch` and `lock`.
+#[derive(Debug, clap::Args)]
+pub struct NetArgs {
+    /// Look artifacts up by file name here before upstream: a directory, or an
+    /// http(s) URL (GET <URL>/<file name>). Upstream serves what it lacks.
+    #[arg(long, value_name = "DIR|URL", env = "IMGBUILD_MIRROR")]
+    pub mirror: Option<Mirror>,
+
+    /// No progress output on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// Extra attempts after a transient failure (HTTP 408/429/500/502/503/504,
+    /// connection errors, cut transfers), with exponential backoff.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Downloads running at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
+
+    /// First retry delay in milliseconds (doubles per attempt, capped at 30 s).
+    #[arg(long, value_name = "MS", default_value_t = 500, hide = true)]
+    pub retry_delay_ms: u64,
+}
+
+impl NetArgs {
+    pub fn options(&self) -> FetchOptions {
+        FetchOptions {
+            mirror: self.mirror.clone(),
+            retries: self.retries,
+            retry_delay: Duration::from_millis(self.retry_delay_ms),
+            parallel: self.jobs.max(1),
+            progress: if self.quiet {
+                ProgressMode::Quiet
+            } else {
+                ProgressMode::Auto
+            },
+            ..FetchOptions::default()
+        }
+    }
+}
+
+/// The lock file used for a recipe when `--lock` is not given.
+pub fn default_lock_path(recipe: &Path) -> PathBuf {
+    match recipe.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(lock::FILE_NAME),
+        _ => PathBuf::from(lock::FILE_NAME),
+    }
+}
+
+pub fn run(args: Args, cache: &Path) -> Result<()> {
+    let recipe = recipe::load(&args.recipe)?;
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| default_lock_path(&args.recipe));
+    let lock = Lock::load_or_empty(&lock_path)?;
+    let fetcher = Fetcher::new(
+        cache,
+        FetchOptions {
+            verify_cache: args.verify_cache,
+            ..args.net.options()
+        },
+    )?;
+    let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;
+    let fetched = fetcher.fetch_all(&pinned)?;
+    if args.json {
+        let items: Vec<_> = fetched
+            .iter()
+            .map(|f| {
+                json!({
+                    "name": f.spec.name,
+                    "url": f.spec.url.as_str(),
+                    "file_name": f.spec.file_name(),
+                    "digest": f.digest.to_string(),
+                    "path": f.path,
+                    "source": f.served.to_string(),
+                    "transferred": f.transferred,
+                })
+            })
+            .collect();
+        let v = json!({ "recipe": args.recipe, "artifacts": items });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        for f in &fetched {
+            println!("{}\t{}", f.spec.name, f.path.display());
+        }
+    }
+    Ok(())
 }
