@@ -44,6 +44,8 @@ pub enum Command {
     Fetch(commands::fetch::Args),
     /// Build an image (VM qcow2 or LXC template) from a recipe, without root.
     Bake(commands::bake::Args),
+    /// Write one guest's seed: the YAML, a cidata ISO (VMs) or a personalized template (LXC).
+    Seed(commands::seed::Args),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]

@@ -4,6 +4,7 @@ pub mod bake;
 pub mod fetch;
 pub mod lock;
 pub mod plan;
+pub mod seed;
 pub mod validate;
 
 use anyhow::Result;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Lock(args) => lock::run(args, &cache),
         Command::Fetch(args) => fetch::run(args, &cache),
         Command::Bake(args) => bake::run(args, &cache),
+        Command::Seed(args) => seed::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "imgbuild", &mut std::io::stdout());
             Ok(())

@@ -1,0 +1,110 @@
+//! `imgbuild seed`: one guest's seed, delivered the way its kind receives it:
+//! the YAML document itself, a NoCloud `cidata` ISO (VMs), or a copy of a baked
+//! template with the seed inside (containers). Every output is 0600: seeds
+//! carry the guest's credentials. `deploy` uses the same functions.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::bake::personalize;
+use crate::cidata;
+use crate::model::lab;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The seed document (/etc/imgbuild/seed.yaml in the guest).
+    Yaml,
+    /// A NoCloud `cidata` ISO: meta-data, user-data, network-config and imgbuild/seed.yaml.
+    Cidata,
+    /// A copy of --template with the seed added at /etc/imgbuild/seed.yaml.
+    Template,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The lab file.
+    #[arg(long, value_name = "FILE", default_value = "lab/homelab.yaml")]
+    pub lab: PathBuf,
+
+    /// The guest whose seed to write.
+    #[arg(long, value_name = "NAME")]
+    pub guest: String,
+
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = Format::Yaml)]
+    pub format: Format,
+
+    /// The baked LXC template to personalize (with --format template).
+    #[arg(long, value_name = "FILE", required_if_eq("format", "template"))]
+    pub template: Option<PathBuf>,
+
+    /// Output file (written atomically, mode 0600). Seeds hold secrets, so
+    /// they are never printed.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lab = lab::load(&args.lab)?;
+    let Some(guest) = lab.guest(&args.guest) else {
+        let names: Vec<_> = lab.guests.iter().map(|g| g.name.as_str()).collect();
+        return Err(crate::diag::BadInput::whole_file(
+            &args.lab,
+            "guests",
+            format!("no guest named {:?}; the lab has: {}", args.guest, names.join(", ")),
+        )
+        .into());
+    };
+    let seed = crate::seed::for_guest(&lab, &args.guest)?;
+    let yaml = seed.to_yaml();
+    match args.format {
+        Format::Yaml => write_private(&args.out, yaml.as_bytes())?,
+        Format::Cidata => {
+            let net = cidata::NetworkSettings::new(
+                guest.address,
+                lab.network.cidr.prefix(),
+                lab.network.gateway,
+                lab.network.dns.clone(),
+            );
+            let files = cidata::CidataFiles {
+                meta_data: cidata::render_meta_data(&seed.instance_id(), guest.name.as_str()),
+                user_data: cidata::render_user_data(guest.name.as_str(), &lab.ssh.public_keys()),
+                network_config: cidata::render_network_config(&net),
+                seed_yaml: yaml,
+            };
+            cidata::write_iso(&files, &args.out)?;
+        }
+        Format::Template => {
+            let Some(template) = &args.template else {
+                bail!("--format template needs --template FILE");
+            };
+            personalize::personalize(template, yaml.as_bytes(), &args.out)?;
+        }
+    }
+    eprintln!(
+        "seed for {} (instance {}) written to {}",
+        args.guest,
+        &seed.instance_id()[..12],
+        args.out.display()
+    );
+    println!("{}", args.out.display());
+    Ok(())
+}
+
+/// Writes `bytes` to `path` as a 0600 file, atomically.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // NamedTempFile is created 0600 and stays so.
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
