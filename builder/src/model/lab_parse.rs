@@ -10,8 +10,9 @@ use url::Url;
 
 use super::check;
 use super::lab::*;
-use super::types::{expand_path, parse_guest_path, parse_ipv4, Hostname, Port, SecretRef};
-use super::yaml::{self, Ctx, Field, Map};
+use super::roles_parse::roles;
+use super::types::{expand_path, parse_ipv4, Hostname, SecretRef};
+use super::yaml::{self, Ctx, Field};
 use crate::diag::Diagnostic;
 
 /// Reads and checks a lab file; `Err` holds every diagnostic.
@@ -462,239 +463,8 @@ fn resources(ctx: &mut Ctx, f: Field<'_>) -> Option<Resources> {
     })
 }
 
-fn roles(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Roles> {
-    let m = ctx.map(f, &["object_store", "spark"])?;
-    let object_store = m.opt("object_store").map(|f| object_store(ctx, f, base));
-    let spark = m.opt("spark").map(|f| spark(ctx, f, base));
-    Some(Roles {
-        object_store: match object_store {
-            Some(o) => Some(o?),
-            None => None,
-        },
-        spark: match spark {
-            Some(s) => Some(s?),
-            None => None,
-        },
-    })
-}
-
-fn port_or(ctx: &mut Ctx, m: &Map<'_>, key: &str, default: u16) -> Option<Port> {
-    match m.opt(key) {
-        Some(f) => ctx.scalar(&f, str::parse),
-        None => Some(Port::of(default)),
-    }
-}
-
-fn path_or(ctx: &mut Ctx, m: &Map<'_>, key: &str, default: &str) -> Option<String> {
-    match m.opt(key) {
-        Some(f) => ctx.scalar(&f, parse_guest_path),
-        None => Some(default.to_string()),
-    }
-}
-
-fn secret(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<SecretRef> {
+pub(super) fn secret(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<SecretRef> {
     ctx.scalar(f, |s| SecretRef::parse(s, base))
-}
-
-fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore> {
-    let m = ctx.map(
-        f,
-        &[
-            "flavor",
-            "pool",
-            "drives_per_guest",
-            "api_port",
-            "console_port",
-            "data_dir",
-            "log_dir",
-            "buckets",
-            "root_user",
-            "root_password",
-        ],
-    )?;
-    let flavor = match m.opt("flavor") {
-        Some(f) => ctx.scalar(&f, |s| match s {
-            "minio" => Ok(Flavor::Minio),
-            _ => Err(format!(
-                "`{s}` is not a known object-store flavor: expected `minio`"
-            )),
-        }),
-        None => Some(Flavor::Minio),
-    };
-    let pool = m.opt("pool").and_then(|f| {
-        ctx.scalar(&f, |s| {
-            s.parse::<Hostname>()
-                .map(|h| h.to_string())
-                .map_err(|e| format!("pool name {e}"))
-        })
-    });
-    let pool_ok = m.opt("pool").is_none() || pool.is_some();
-    let drives = match m.opt("drives_per_guest") {
-        Some(f) => ctx.scalar(&f, |s| match s.parse::<u32>() {
-            Ok(n) if (1..=64).contains(&n) => Ok(n),
-            _ => Err(format!("`{s}`: expected a whole number of drives 1..=64")),
-        }),
-        None => Some(1),
-    };
-    let api_port = port_or(ctx, &m, "api_port", 9000);
-    let console_port = port_or(ctx, &m, "console_port", 9001);
-    let data_dir = path_or(ctx, &m, "data_dir", "/var/lib/minio");
-    let log_dir = path_or(ctx, &m, "log_dir", "/var/log/minio");
-    let buckets = match m.opt("buckets") {
-        Some(f) => ctx.seq(&f).and_then(|items| {
-            items
-                .iter()
-                .map(|i| ctx.scalar(i, parse_bucket))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .collect::<Option<Vec<_>>>()
-        }),
-        None => Some(Vec::new()),
-    };
-    let root_user = m
-        .req(
-            ctx,
-            "root_user",
-            "a secret reference, e.g. `env:MINIO_ROOT_USER`",
-        )
-        .and_then(|f| secret(ctx, &f, base));
-    let root_password = m
-        .req(
-            ctx,
-            "root_password",
-            "a secret reference, e.g. `env:MINIO_ROOT_PASSWORD`",
-        )
-        .and_then(|f| secret(ctx, &f, base));
-    if !pool_ok {
-        return None;
-    }
-    Some(ObjectStore {
-        flavor: flavor?,
-        pool,
-        drives_per_guest: drives?,
-        api_port: api_port?,
-        console_port: console_port?,
-        data_dir: data_dir?,
-        log_dir: log_dir?,
-        buckets: buckets?,
-        root_user: root_user?,
-        root_password: root_password?,
-    })
-}
-
-/// S3 bucket naming rules: 3-63 of `a-z0-9.-`, starting and ending with a letter or digit.
-fn parse_bucket(s: &str) -> Result<String, String> {
-    let b = s.as_bytes();
-    let ok = (3..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && !s.contains("..")
-        && s.parse::<Ipv4Addr>().is_err();
-    if !ok {
-        return Err(format!(
-            "`{s}` is not a valid bucket name: 3-63 lowercase letters, digits, `.` and `-`, starting and ending with a letter or digit"
-        ));
-    }
-    Ok(s.to_string())
-}
-
-fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
-    let at = f.key_pos;
-    let path = f.path.clone();
-    let m = ctx.map(f, &["master", "worker", "s3"])?;
-    // `master: {}` takes every default; a bare `master:` is treated the same.
-    let master = if m.has("master") {
-        Some(match m.opt("master") {
-            Some(f) => ctx.map(f, &["port", "ui_port"]).and_then(|mm| {
-                let port = port_or(ctx, &mm, "port", 7077);
-                let ui_port = port_or(ctx, &mm, "ui_port", 8080);
-                Some(SparkMaster {
-                    port: port?,
-                    ui_port: ui_port?,
-                })
-            }),
-            None => Some(SparkMaster {
-                port: Port::of(7077),
-                ui_port: Port::of(8080),
-            }),
-        })
-    } else {
-        None
-    };
-    let worker = m.opt("worker").map(|f| {
-        let wm = ctx.map(f, &["master", "cores", "memory", "ui_port"])?;
-        let master = wm
-            .req(
-                ctx,
-                "master",
-                "the name of the guest running the Spark master",
-            )
-            .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
-        let cores = wm
-            .req(ctx, "cores", "cores offered to executors, e.g. 2")
-            .and_then(|f| ctx.scalar(&f, str::parse));
-        let memory = wm
-            .req(ctx, "memory", "memory offered to executors, e.g. 4GiB")
-            .and_then(|f| ctx.scalar(&f, str::parse));
-        let ui_port = port_or(ctx, &wm, "ui_port", 8081);
-        Some(SparkWorker {
-            master: master?,
-            cores: cores?,
-            memory: memory?,
-            ui_port: ui_port?,
-        })
-    });
-    let s3 = m.opt("s3").map(|f| {
-        let sm = ctx.map(f, &["object_store", "access_key", "secret_key"])?;
-        let target = sm
-            .req(
-                ctx,
-                "object_store",
-                "the name of a guest with the object_store role",
-            )
-            .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
-        let access = sm.opt("access_key").map(|f| secret(ctx, &f, base));
-        let secret_key = sm.opt("secret_key").map(|f| secret(ctx, &f, base));
-        Some(S3Raw {
-            target: target?,
-            access: flatten(access)?,
-            secret: flatten(secret_key)?,
-        })
-    });
-    if master.is_none() && worker.is_none() {
-        ctx.err_at(at, &path, "configure a Spark `master`, a `worker`, or both");
-        return None;
-    }
-    let master = flatten(master)?;
-    let worker = flatten(worker)?;
-    let s3 = flatten(s3)?;
-    Some(Spark {
-        master,
-        worker,
-        // Credentials default to the target's root user; filled in by `place_guests`'s caller.
-        s3: s3.map(|r| SparkS3 {
-            object_store: r.target,
-            access_key: r.access.unwrap_or(SecretRef::Env(String::new())),
-            secret_key: r.secret.unwrap_or(SecretRef::Env(String::new())),
-        }),
-    })
-}
-
-struct S3Raw {
-    target: Hostname,
-    access: Option<SecretRef>,
-    secret: Option<SecretRef>,
-}
-
-/// `None` = absent (fine), `Some(None)` = present but invalid.
-fn flatten<T>(v: Option<Option<T>>) -> Option<Option<T>> {
-    match v {
-        None => Some(None),
-        Some(Some(t)) => Some(Some(t)),
-        Some(None) => None,
-    }
 }
 
 /// Fills each guest's `node` (the only node when there is one) and reports
@@ -750,4 +520,88 @@ pub(crate) fn quoted(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::types::Size;
+
+    fn repo() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf()
+    }
+
+    #[test]
+    fn homelab_fixture_loads_with_defaults_filled() {
+        let lab = load(&repo().join("tests/fixtures/validate/ok/homelab.yaml")).unwrap();
+        assert_eq!(lab.proxmox.endpoint.as_str(), "https://192.168.1.2:8006/");
+        assert_eq!(lab.proxmox.token, SecretRef::Env("PVE_TOKEN".into()));
+        assert_eq!(lab.proxmox.tls, Tls::Verify);
+        assert_eq!(lab.proxmox.nodes[0].storage.images, "local-lvm");
+        assert_eq!(lab.network.cidr.to_string(), "192.168.1.0/24");
+        assert_eq!(lab.ssh.public_keys().len(), 1);
+        assert!(lab.ssh.public_keys()[0].starts_with("ssh-ed25519 AAAA"));
+
+        let minio = lab.guest("minio").unwrap();
+        assert_eq!(
+            (minio.kind, minio.vmid.get(), minio.node.as_str()),
+            (GuestKind::Lxc, 200, "pve")
+        );
+        assert_eq!(minio.resources.memory.bytes(), 4 * Size::GIB);
+        assert_eq!(minio.resources.disk.bytes(), 20 * Size::GIB);
+        let o = minio.roles.object_store.as_ref().unwrap();
+        assert_eq!(
+            (o.api_port.get(), o.console_port.get(), o.drives_per_guest),
+            (9000, 9001, 1)
+        );
+        assert_eq!(o.buckets, ["warehouse", "spark-events"]);
+        assert_eq!(lab.object_store_members(minio).len(), 1);
+
+        let devlab = lab.guest("devlab").unwrap();
+        let spark = devlab.roles.spark.as_ref().unwrap();
+        assert_eq!(spark.master.as_ref().unwrap().ui_port.get(), 8080);
+        assert_eq!(spark.worker.as_ref().unwrap().master.as_str(), "devlab");
+        // S3 credentials default to the object store's root user.
+        let s3 = spark.s3.as_ref().unwrap();
+        assert_eq!(s3.access_key, SecretRef::Env("MINIO_ROOT_USER".into()));
+        assert_eq!(s3.secret_key, SecretRef::Env("MINIO_ROOT_PASSWORD".into()));
+        assert_eq!(lab.spark_workers_of("devlab").len(), 1);
+        let ports: Vec<u16> = devlab.open_ports().iter().map(|p| p.port.get()).collect();
+        assert_eq!(ports, [22, 7077, 8080, 8081]);
+        assert_eq!(lab.images(), ["ubuntu-22.04-lxc", "ubuntu-22.04-vm"]);
+    }
+
+    #[test]
+    fn many_problems_are_reported_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(repo().join("tests/fixtures/validate/ok/homelab.yaml"))
+            .unwrap()
+            .replace(
+                "../keys/test_ed25519.pub",
+                &repo()
+                    .join("tests/fixtures/validate/keys/test_ed25519.pub")
+                    .display()
+                    .to_string(),
+            )
+            .replace("vmid: 200", "vmid: 20")
+            .replace("memory: 8GiB", "memory: 8")
+            .replace("tls: verify", "tls: nope");
+        let p = dir.path().join("lab.yaml");
+        std::fs::write(&p, text).unwrap();
+        let diags = load(&p).unwrap_err();
+        let fields: Vec<&str> = diags.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "proxmox.tls",
+                "guests.minio.vmid",
+                "guests.devlab.resources.memory"
+            ]
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod check;
 pub mod lab;
 mod lab_parse;
 pub mod recipe;
+mod roles_parse;
 pub mod types;
 pub mod yaml;
 

@@ -663,6 +663,68 @@ mod tests {
     }
 
     #[test]
+    fn shipped_vm_recipe() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/ubuntu-22.04-vm.yaml");
+        let r = load(&path).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.kind, r.base.format),
+            ("ubuntu-22.04-vm", ImageKind::Vm, BaseFormat::Qcow2)
+        );
+        assert_eq!(r.vm, Some(VmSettings::default()));
+        let a = r.artifacts();
+        let names: Vec<&str> = a.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["base", "minio", "spark", "java"]);
+        assert_eq!(a[0].checksums.as_ref().unwrap().algo, DigestAlgo::Sha256);
+        assert_eq!(a[2].checksums.as_ref().unwrap().algo, DigestAlgo::Sha512);
+        assert_eq!(
+            a[3].file_name(),
+            "OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz"
+        );
+        // Origins point at each artifact's `url:` value.
+        let text = std::fs::read_to_string(&path).unwrap();
+        for art in &a {
+            let line = text.lines().nth(art.origin.line - 1).unwrap();
+            assert_eq!(
+                &line[art.origin.column - 1..],
+                art.url.as_str(),
+                "{}",
+                art.name
+            );
+        }
+        assert_eq!(
+            r.payload[0].install,
+            Install::File {
+                path: "/usr/local/bin/minio".into(),
+                mode: 0o755
+            }
+        );
+        assert_eq!(
+            r.payload[1].install,
+            Install::Unpack {
+                to: "/opt/spark".into(),
+                strip_components: 1
+            }
+        );
+    }
+
+    #[test]
+    fn shipped_lxc_recipe_pins_the_template() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+        let all = load_dir(&dir).unwrap();
+        let r = all.iter().find(|r| r.kind == ImageKind::Lxc).unwrap();
+        assert_eq!(r.base.format, BaseFormat::TarZst);
+        assert!(r.vm.is_none());
+        assert!(r
+            .base
+            .artifact
+            .digest
+            .as_ref()
+            .unwrap()
+            .hex()
+            .starts_with("cf617c11"));
+    }
+
+    #[test]
     fn base_format_inference() {
         assert_eq!(
             BaseFormat::infer("ubuntu-22.04-server-cloudimg-amd64.img"),
