@@ -876,3 +876,36 @@ fn binary_locked_refuses_until_imgbuild_lock_pins_from_the_mirror() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_fetches_of_one_digest_download_once() {
+    let srv = Server::start();
+    let data = body(12_000, 47);
+    srv.route(
+        "/same",
+        vec![Reply::Drip {
+            body: data.clone(),
+            chunk: 3_000,
+            delay: Duration::from_millis(30),
+        }],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let p = pinned("same", &srv.url("/same"), &data);
+    // Two fetchers (as two imgbuild processes would be) on one cache.
+    let a = fetcher(cache.path(), opts());
+    let b = fetcher(cache.path(), opts());
+    let (ra, rb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| a.fetch(&p));
+        std::thread::sleep(Duration::from_millis(20));
+        let tb = s.spawn(|| b.fetch(&p));
+        (ta.join().unwrap().unwrap(), tb.join().unwrap().unwrap())
+    });
+    assert_eq!(ra.path, rb.path);
+    assert_eq!(fs::read(&ra.path).unwrap(), data);
+    assert_eq!(
+        srv.requests().len(),
+        1,
+        "the second waited for the first's lock"
+    );
+    assert!([&ra.served, &rb.served].contains(&&Served::Cache));
+}

@@ -45,15 +45,16 @@ pub struct Job<'a> {
 }
 
 /// Downloads `digest` from `source` into the cache; returns the blob path and the
-/// number of bytes transferred in this run.
-pub fn download(job: &Job<'_>, source: &dyn Source) -> Result<(PathBuf, u64)> {
+/// number of bytes transferred in this run (`None`: another process published
+/// the blob while we waited for the partial's lock).
+pub fn download(job: &Job<'_>, source: &dyn Source) -> Result<(PathBuf, Option<u64>)> {
     let (mut file, partial) = job.cache.lock_partial(job.digest)?;
     if let Some(blob) = job.cache.lookup(job.digest, false)? {
         // Another process finished it while we waited for the lock.
         drop_partial_if_empty(&file, &partial);
-        return Ok((blob, 0));
+        return Ok((blob, None));
     }
-    let result = run(job, source, &mut file, &partial);
+    let result = run(job, source, &mut file, &partial).map(|(blob, n)| (blob, Some(n)));
     match &result {
         Ok(_) => {}
         // Keep a non-empty partial after source failures so the next attempt (another

@@ -278,7 +278,11 @@ impl Fetcher {
         let mut mirror_miss = None;
         for source in self.sources(&spec.url).with_context(what)? {
             match download::download(&job, source.as_ref()) {
-                Ok((path, transferred)) => {
+                Ok((path, None)) => {
+                    tracing::info!("{}: published meanwhile by another fetch", spec.name);
+                    return Ok(done(path, Served::Cache, 0));
+                }
+                Ok((path, Some(transferred))) => {
                     let served = match source.kind() {
                         "mirror" => Served::Mirror(source.location()),
                         _ => Served::Upstream(source.location()),
