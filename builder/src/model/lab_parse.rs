@@ -32,12 +32,12 @@ pub(crate) fn load(path: &Path) -> Result<Lab, Vec<Diagnostic>> {
         Some(lab) if !ctx.has_errors() => {
             check::lab(&lab, &mut ctx);
             if ctx.has_errors() {
-                Err(ctx.diags)
+                Err(ctx.finish())
             } else {
                 Ok(lab)
             }
         }
-        _ => Err(ctx.diags),
+        _ => Err(ctx.finish()),
     }
 }
 

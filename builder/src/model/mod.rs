@@ -49,7 +49,7 @@ pub fn load_all(lab_path: &Path, images_dir: &Path) -> Result<Loaded> {
             ctx.spans = lab.spans.clone();
             check::images(&lab, &recipes, &mut ctx);
             if ctx.has_errors() {
-                return Err(BadInput(ctx.diags).into());
+                return Err(BadInput(ctx.finish()).into());
             }
             Ok(Loaded { lab, recipes })
         }

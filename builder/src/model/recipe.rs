@@ -230,7 +230,7 @@ pub(crate) fn parse_file(path: &Path) -> Result<Recipe, Vec<Diagnostic>> {
     let r = yaml::parse(&mut ctx, &text).and_then(|root| convert(&mut ctx, &root, path));
     match r {
         Some(r) if !ctx.has_errors() => Ok(r),
-        _ => Err(ctx.diags),
+        _ => Err(ctx.finish()),
     }
 }
 

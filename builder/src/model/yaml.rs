@@ -87,6 +87,12 @@ impl Ctx {
         self.err_at(pos_of(node), field, message);
     }
 
+    /// The diagnostics in file order.
+    pub fn finish(mut self) -> Vec<Diagnostic> {
+        self.diags.sort_by_key(|d| (d.line, d.column));
+        self.diags
+    }
+
     pub fn has_errors(&self) -> bool {
         !self.diags.is_empty()
     }
