@@ -909,3 +909,52 @@ fn concurrent_fetches_of_one_digest_download_once() {
     );
     assert!([&ra.served, &rb.served].contains(&&Served::Cache));
 }
+
+#[test]
+fn binary_on_a_terminal_redraws_lines_in_place() {
+    let srv = Server::start();
+    let base = body(30_000, 48);
+    let tool = body(30_000, 49);
+    for (path, data) in [("/img/base.tar.zst", &base), ("/dl/tool", &tool)] {
+        srv.route(
+            path,
+            vec![Reply::Drip {
+                body: data.clone(),
+                chunk: 3_000,
+                delay: Duration::from_millis(40),
+            }],
+        );
+    }
+    let r = RecipeDir::new(
+        &srv,
+        ("/img/base.tar.zst", &format!("digest: {}", sha256(&base))),
+        &[("tool", "/dl/tool", format!("digest: {}", sha256(&tool)))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    // util-linux `script` (bsdutils, Essential on Debian) runs the binary on a real
+    // pseudo-terminal and copies what it writes to our pipe.
+    let cmd = format!(
+        "'{}' --cache-dir '{}' fetch --recipe '{}'",
+        env!("CARGO_BIN_EXE_imgbuild"),
+        cache.path().display(),
+        r.recipe.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("IMGBUILD_MIRROR")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run script(1)");
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("\r\x1b[2K"),
+        "lines are redrawn in place: {tty:?}"
+    );
+    assert!(
+        tty.contains("\x1b[2A"),
+        "two running downloads, two lines redrawn: {tty:?}"
+    );
+    assert!(tty.contains("base: fetched 29.3 KiB in"), "{tty:?}");
+    assert!(tty.contains("tool: fetched 29.3 KiB in"), "{tty:?}");
+}
