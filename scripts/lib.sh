@@ -99,3 +99,33 @@ atomic_mv() {
 
 sha256_of() { sha256sum -- "$1" | awk '{print $1}'; }
 sha512_of() { sha512sum -- "$1" | awk '{print $1}'; }
+
+# publish_base FILE: link a test base into $CACHE/mirror and write its upstream-style
+# checksum file right away (SHA256SUMS "<hex> *<name>" for the cloud image,
+# "<name>.sha512" "<hex>  <name>" for the LXC template), so the mirror never serves a
+# rebuilt base next to a stale checksum. scripts/mirror calls it too.
+publish_base() {
+    local f="$1" name key m="$CACHE/mirror"
+    name="$(basename "$f")"
+    mkdir -p "$m"
+    key="$(stat -c '%s %Y %i' "$f")"
+    ln -sfn "../bases/$name" "$m/$name"
+    case "$name" in
+        *.img)
+            if ! stamp_ok "mirror-$name" "$key" || [ ! -f "$m/SHA256SUMS" ]; then
+                log "mirror: hashing $f"
+                printf '%s *%s\n' "$(sha256_of "$f")" "$name" > "$m/SHA256SUMS.tmp"
+                mv -f "$m/SHA256SUMS.tmp" "$m/SHA256SUMS"
+            fi
+            ;;
+        *.tar.zst)
+            if ! stamp_ok "mirror-$name" "$key" || [ ! -f "$m/$name.sha512" ]; then
+                log "mirror: hashing $f"
+                printf '%s  %s\n' "$(sha512_of "$f")" "$name" > "$m/$name.sha512.tmp"
+                mv -f "$m/$name.sha512.tmp" "$m/$name.sha512"
+            fi
+            ;;
+        *) die "publish_base: unknown base type $name" ;;
+    esac
+    stamp_write "mirror-$name" "$key"
+}
