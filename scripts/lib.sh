@@ -11,7 +11,9 @@
 #   as_root CMD...     run CMD as root (directly, or through sudo)
 #   stamp_ok NAME KEY  true when $CACHE/stamps/NAME holds KEY and --force was not given
 #   stamp_write NAME KEY
-#   inputs_key FILE... sha256 over the given files (and this lib), for stamps
+#   inputs_key FILE... sha256 over the given files' contents, for stamps
+#   code_key FUNC...   sha256 over the named shell functions' bodies (what a step runs),
+#                      so edits to comments or other steps do not invalidate a cache
 #   atomic_mv TMP DEST fsync TMP and rename it onto DEST
 #   sha256_of FILE / sha512_of FILE
 #   elapsed            seconds since the script started (for timing messages)
@@ -75,7 +77,11 @@ need_pkgs() {
 }
 
 inputs_key() {
-    { sha256sum "${BASH_SOURCE[0]}" "$@" | awk '{print $1}'; } | sha256sum | awk '{print $1}'
+    { [ "$#" -eq 0 ] || sha256sum -- "$@" | awk '{print $1}'; } | sha256sum | awk '{print $1}'
+}
+
+code_key() {
+    declare -f "$@" | sha256sum | awk '{print $1}'
 }
 
 stamp_ok() {
