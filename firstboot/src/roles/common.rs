@@ -94,6 +94,8 @@ fn hosts(seed: &Seed, current: &str) -> String {
 
 /// The whole ruleset: input policy drop; loopback, established, ICMP, SSH and
 /// exactly the seed's ports accepted. Forwarding is dropped (guests are no routers).
+/// ICMP is matched by protocol number: nft resolves names through
+/// /etc/protocols, which minimal bases (no netbase) do not have.
 fn nftables(seed: &Seed) -> String {
     let mut rules = String::from("\t\ttcp dport 22 accept comment \"ssh\"\n");
     for p in &seed.firewall.open {
@@ -110,7 +112,7 @@ fn nftables(seed: &Seed) -> String {
         "#!/usr/sbin/nft -f\n{HEADER}\n\nflush ruleset\n\ntable inet filter {{\n\
          \tchain input {{\n\t\ttype filter hook input priority filter; policy drop;\n\
          \t\tiif \"lo\" accept\n\t\tct state established,related accept\n\t\tct state invalid drop\n\
-         \t\tmeta l4proto {{ icmp, ipv6-icmp }} accept\n{rules}\t}}\n\
+         \t\tmeta l4proto {{ 1, 58 }} accept comment \"icmp, ipv6-icmp\"\n{rules}\t}}\n\
          \tchain forward {{\n\t\ttype filter hook forward priority filter; policy drop;\n\t}}\n\
          \tchain output {{\n\t\ttype filter hook output priority filter; policy accept;\n\t}}\n}}\n"
     )

@@ -1,0 +1,200 @@
+//! Drives the real `firstboot` binary and checks its artifacts with real
+//! tools: systemd-analyze on the unit, the ELF headers of the static build.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_firstboot")
+}
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/seeds/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn root_with_seed(text: &str) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("etc/imgbuild")).unwrap();
+    std::fs::write(d.path().join("etc/imgbuild/seed.yaml"), text).unwrap();
+    d
+}
+
+fn run(args: &[&str], root: &Path) -> (i32, String, String) {
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+#[test]
+fn unit_file_passes_systemd_analyze_verify() {
+    assert!(firstboot::UNIT_FILE.contains(&format!("ExecStart={}\n", firstboot::AGENT_PATH)));
+    assert_eq!(firstboot::UNIT_NAME, "imgbuild-firstboot.service");
+    let d = tempfile::tempdir().unwrap();
+    let r = d.path();
+    std::fs::create_dir_all(r.join("usr/local/sbin")).unwrap();
+    std::fs::create_dir_all(r.join("etc/systemd/system")).unwrap();
+    std::fs::create_dir_all(r.join("usr/lib/systemd")).unwrap();
+    std::fs::copy(bin(), r.join(firstboot::AGENT_PATH.trim_start_matches('/'))).unwrap();
+    std::fs::write(
+        r.join("etc/systemd/system").join(firstboot::UNIT_NAME),
+        firstboot::UNIT_FILE,
+    )
+    .unwrap();
+    // The host's own units (multi-user.target, network-online.target, ...) so
+    // verify can resolve the dependencies, as in a real guest.
+    let cp = Command::new("cp")
+        .args(["-a", "/usr/lib/systemd/system"])
+        .arg(r.join("usr/lib/systemd"))
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let o = Command::new("systemd-analyze")
+        .arg(format!("--root={}", r.display()))
+        .arg("verify")
+        .arg(format!("/etc/systemd/system/{}", firstboot::UNIT_NAME))
+        .output()
+        .expect("systemd-analyze (Debian package systemd) must be installed");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    // verify exits 0 on mere parse warnings, so any output is a failure too.
+    assert!(
+        o.status.success() && stderr.trim().is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
+}
+
+/// Program headers of an ELF64 little-endian file: (p_type, p_offset, p_filesz).
+fn program_headers(elf: &[u8]) -> Vec<(u32, u64, u64)> {
+    assert_eq!(&elf[..4], b"\x7fELF");
+    assert_eq!(elf[4], 2, "ELF64");
+    let u16at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let phoff = u64at(0x20) as usize;
+    let (phentsize, phnum) = (u16at(0x36), u16at(0x38));
+    (0..phnum)
+        .map(|i| {
+            let h = phoff + i * phentsize;
+            (
+                u32::from_le_bytes(elf[h..h + 4].try_into().unwrap()),
+                u64at(h + 8),
+                u64at(h + 32),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn static_build_has_no_dynamic_loader() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("build-static.sh");
+    let o = Command::new("sh").arg(&script).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let path = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let elf = std::fs::read(&path).unwrap();
+    const PT_DYNAMIC: u32 = 2;
+    const PT_INTERP: u32 = 3;
+    const DT_NEEDED: u64 = 1;
+    let phs = program_headers(&elf);
+    assert!(
+        !phs.iter().any(|p| p.0 == PT_INTERP),
+        "{path} has a PT_INTERP (dynamic loader)"
+    );
+    // A static-pie keeps a PT_DYNAMIC for self-relocation, but it must need no library.
+    if let Some(&(_, off, size)) = phs.iter().find(|p| p.0 == PT_DYNAMIC) {
+        let dynamic = &elf[off as usize..(off + size) as usize];
+        for e in dynamic.chunks_exact(16) {
+            let tag = u64::from_le_bytes(e[..8].try_into().unwrap());
+            assert_ne!(tag, DT_NEEDED, "{path} needs a shared library");
+        }
+    }
+    // And it runs.
+    let o = Command::new(&path).arg("--help").output().unwrap();
+    assert!(o.status.success());
+    eprintln!("static agent: {path}, {} bytes", elf.len());
+}
+
+#[test]
+fn check_and_plan_modes() {
+    let d = root_with_seed(&fixture("minio.yaml"));
+    let (code, out, _) = run(&["--plan"], d.path());
+    assert_eq!(code, 0);
+    let id = out
+        .lines()
+        .next()
+        .unwrap()
+        .strip_prefix("instance_id ")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        id,
+        firstboot::Seed::from_yaml(&fixture("minio.yaml"))
+            .unwrap()
+            .instance_id()
+    );
+    assert!(out.contains("=== file /etc/systemd/system/minio.service"));
+    assert!(
+        !out.contains("change-me-please"),
+        "plan output leaks a secret"
+    );
+
+    assert_eq!(run(&["--check"], d.path()).0, 0, "not applied yet: run");
+    std::fs::create_dir_all(d.path().join("var/lib/imgbuild")).unwrap();
+    std::fs::write(
+        d.path().join("var/lib/imgbuild/applied-instance"),
+        format!("{id}\n"),
+    )
+    .unwrap();
+    assert_eq!(run(&["--check"], d.path()).0, 1, "applied: skip");
+    let (code, _, err) = run(&[], d.path());
+    assert_eq!(code, 0, "same instance: nothing to do: {err}");
+    std::fs::write(
+        d.path().join("etc/imgbuild/seed.yaml"),
+        fixture("minio.yaml").replace("spark-logs", "other"),
+    )
+    .unwrap();
+    assert_eq!(run(&["--check"], d.path()).0, 0, "changed seed: run again");
+
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(run(&["--check"], empty.path()).0, 1, "no seed: skip");
+}
+
+#[test]
+fn bad_seed_exits_2_with_position_and_records_status() {
+    let d = root_with_seed("version: 1\nhostname: ok\nroles:\n  object_store:\n    root_user: admin\n    root_password: short\n");
+    assert_eq!(
+        run(&["--check"], d.path()).0,
+        0,
+        "a bad seed still runs, to record why"
+    );
+    let (code, _, err) = run(&[], d.path());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("seed.yaml:6:20: roles.object_store.root_password"),
+        "{err}"
+    );
+    assert!(err.contains("step `seed` failed"), "{err}");
+    let st: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(d.path().join("var/lib/imgbuild/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["state"], "failed");
+    assert_eq!(st["failed_step"], "seed");
+    assert!(st["steps"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("root_password"));
+}
