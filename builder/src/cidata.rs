@@ -103,7 +103,10 @@ pub fn render_user_data(hostname: &str, ssh_keys: &[String]) -> String {
 }
 
 /// `network-config`, version 2: one static IPv4 address, a default route and
-/// DNS servers on the matched ethernet interface.
+/// DNS servers on the matched ethernet interface. The default route is written
+/// `to: 0.0.0.0/0`: cloud-init before 23.x (Debian bookworm's 22.4.2) rejects
+/// `to: default` ("Address default is not a valid ip address") and then brings
+/// up no network at all; every version accepts the CIDR form.
 pub fn render_network_config(net: &NetworkSettings) -> String {
     #[derive(Serialize)]
     struct Config {
@@ -139,7 +142,7 @@ pub fn render_network_config(net: &NetworkSettings) -> String {
         dhcp6: false,
         addresses: vec![format!("{}/{}", net.address, net.prefix)],
         routes: vec![Route {
-            to: "default",
+            to: "0.0.0.0/0",
             via: net.gateway.to_string(),
         }],
         nameservers: Nameservers {
@@ -688,7 +691,7 @@ mod tests {
         let e = &v["ethernets"]["lab0"];
         assert_eq!(e["match"]["name"], "e*");
         assert_eq!(e["addresses"][0], "192.168.1.100/24");
-        assert_eq!(e["routes"][0]["to"], "default");
+        assert_eq!(e["routes"][0]["to"], "0.0.0.0/0");
         assert_eq!(e["routes"][0]["via"], "192.168.1.1");
         assert_eq!(e["nameservers"]["addresses"][0], "8.8.8.8");
         let mac = NetworkSettings {
