@@ -500,14 +500,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
 
 #[test]
 fn bakes_the_cached_ubuntu_shaped_base_when_present() {
-    let cache = std::env::var_os("IMGBUILD_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
-                .join("imgbuild-test")
-        });
+    let cache = cache_dir();
     let base = cache.join("bases/ubuntu-22.04-server-cloudimg-amd64.img");
     if !base.exists() {
         eprintln!(
@@ -535,4 +528,124 @@ fn bakes_the_cached_ubuntu_shaped_base_when_present() {
         debugfs(&raw, offset, "cat /opt/demo/bin/run"),
         "#!/bin/sh\necho run\n"
     );
+}
+
+/// The real payload (Spark, the JRE, the object-store binary from the test
+/// mirror) into the Ubuntu-shaped base, with stage timings next to a plain
+/// `qemu-img convert` of the same base (the floor). Runs when the cached base
+/// and mirror exist.
+#[test]
+fn bakes_real_payload_from_the_mirror_when_present() {
+    let cache = cache_dir();
+    let base = cache.join("bases/ubuntu-22.04-server-cloudimg-amd64.img");
+    let mirror = cache.join("mirror");
+    let spark = mirror.join("spark-3.5.9-bin-hadoop3.tgz");
+    let jre = mirror.join("OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz");
+    let minio = mirror.join("minio.RELEASE.2025-10-15T17-29-55Z");
+    if ![&base, &spark, &jre, &minio].iter().all(|p| p.exists()) {
+        eprintln!("test base or mirror not built yet; skipping the real-payload bake");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Unpacks are reused from the cache (the unpacker keeps a manifest).
+    let staging = cache.join("work/vm-bake-test-unpack");
+    let unpack = |archive: &Path, dest: &str, name: &str| {
+        imgbuild::payload::archive::unpack_into_tree(archive, dest, 1, &staging.join(name)).unwrap()
+    };
+    let mut tree = unpack(&spark, "/opt/spark", "spark");
+    tree.extend(unpack(&jre, "/opt/java", "java"));
+    tree.insert(
+        "/usr/local/bin/minio",
+        Node::host_file(&minio, 0o755).unwrap(),
+    )
+    .unwrap();
+    eprintln!(
+        "payload: {} entries, {} bytes",
+        tree.len(),
+        tree.content_bytes()
+    );
+
+    let floor_out = dir.path().join("floor.qcow2");
+    let t = std::time::Instant::now();
+    run(&mut cmd(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-O",
+            "qcow2",
+            base.to_str().unwrap(),
+            floor_out.to_str().unwrap(),
+        ],
+    ));
+    let floor = t.elapsed();
+    std::fs::remove_file(&floor_out).unwrap();
+
+    let out = dir.path().join("real.qcow2");
+    let stats = vm::bake(
+        &base,
+        &tree,
+        &out,
+        &VmBakeOptions {
+            headroom_bytes: 256 * MIB,
+            ..opts()
+        },
+    )
+    .unwrap();
+    eprintln!(
+        "floor (plain qemu-img convert): {:.2}s",
+        floor.as_secs_f64()
+    );
+    for (stage, d) in &stats.stages {
+        eprintln!("  {stage:<12} {:>7.2}s", d.as_secs_f64());
+    }
+    eprintln!(
+        "bake total {:.2}s; disk {} -> {} bytes; output {} bytes",
+        stats.total().as_secs_f64(),
+        stats.base_virtual_size,
+        stats.disk_bytes,
+        stats.output_bytes
+    );
+
+    let (raw, offset) = to_raw(&out, dir.path());
+    let v = run(&mut cmd("sgdisk", &["-v", raw.to_str().unwrap()]));
+    assert!(v.contains("No problems found"), "{v}");
+    run(&mut cmd(
+        "e2fsck",
+        &["-fn", &format!("{}?offset={offset}", raw.display())],
+    ));
+    let s = debugfs(&raw, offset, "stat /opt/java/bin/java");
+    assert!(s.contains("Mode:  0755"), "{s}");
+    let s = debugfs(&raw, offset, "stat /usr/local/bin/minio");
+    assert!(
+        s.contains("Mode:  0755")
+            && s.contains(&format!(
+                "Size: {}",
+                std::fs::metadata(&minio).unwrap().len()
+            )),
+        "{s}"
+    );
+    // The estimate left at least the requested headroom free.
+    let free: u64 = debugfs(&raw, offset, "stats")
+        .lines()
+        .find_map(|l| l.strip_prefix("Free blocks:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eprintln!("free after bake: {} MiB", free * 4096 / MIB);
+    assert!(free * 4096 >= 256 * MIB, "only {free} blocks free");
+    let listing = debugfs(&raw, offset, "ls -l /opt/spark/jars");
+    assert!(listing.contains("spark-core_2.12-3.5.9.jar"), "{listing}");
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("IMGBUILD_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache"))
+                .join("imgbuild-test")
+        })
 }
