@@ -17,7 +17,10 @@
 //!    new frame 2 carrying the seed, instead of recompressing the template.
 //!
 //! Same inputs give byte-identical output: fixed zstd level and parameters,
-//! single-threaded compression, payload in sorted order, no clock reads.
+//! payload in sorted order, no clock reads. Compression runs on zstd's worker
+//! threads: zstd's multithreaded output depends only on the parameters (job
+//! size), not on how many workers there are, so a 2-core CI runner and a
+//! 32-core workstation write the same bytes (a unit test checks 1 vs 3).
 
 mod tarfmt;
 
@@ -86,7 +89,7 @@ pub(crate) fn bake_with_mode(
     let input = threaded_reader(open_decompressed(base)?);
     let mut atomic = AtomicOut::create(out, mode)?;
     let w = BufWriter::with_capacity(1 << 20, atomic.file());
-    let (mut stats, w) = transform(input, payload, w)
+    let (mut stats, w) = transform(input, payload, w, default_workers())
         .with_context(|| format!("baking {} into {}", base.display(), out.display()))?;
     w.into_inner()
         .map_err(|e| e.into_error())
@@ -215,10 +218,12 @@ impl<W: Write> TarOut<W> {
         self.write_all(&header)?;
         if let NodeKind::File(src) = &node.kind {
             let mut r = src.open()?;
-            let n = io::copy(&mut (&mut r).take(size), self)
+            let mut buf = vec![0u8; size.clamp(1, 1 << 20) as usize];
+            let n = tarfmt::copy_n(&mut r, self, size, &mut buf)
                 .with_context(|| format!("copying payload {path}"))?;
-            if n != size {
-                bail!("payload {path}: source has {n} bytes, expected {size} (changed during the bake?)");
+            let longer = r.read(&mut buf[..1]).map(|k| k > 0).unwrap_or(false);
+            if n != size || longer {
+                bail!("payload {path}: source does not have the expected {size} bytes (changed during the bake?)");
             }
             let pad = tarfmt::pad(size) - size;
             self.write_all(&vec![0u8; pad as usize])?;
@@ -235,20 +240,43 @@ impl<W: Write> TarOut<W> {
 }
 
 pub(crate) fn encoder<W: Write>(w: W) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+    encoder_with(w, default_workers())
+}
+
+fn default_workers() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8) as u32
+}
+
+/// `workers` must be at least 1: zero (single-threaded mode) writes other bytes.
+fn encoder_with<W: Write>(
+    w: W,
+    workers: u32,
+) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut e = zstd::stream::write::Encoder::new(w, ZSTD_LEVEL)?;
     e.include_checksum(true)?;
+    e.set_parameter(zstd::zstd_safe::CParameter::NbWorkers(workers.max(1)))?;
     Ok(e)
 }
 
 /// The bake's core: base tar stream in, template bytes out.
-fn transform<R: Read, W: Write>(input: R, payload: &Tree, out: W) -> Result<(BakeStats, W)> {
+fn transform<R: Read, W: Write>(
+    input: R,
+    payload: &Tree,
+    out: W,
+    workers: u32,
+) -> Result<(BakeStats, W)> {
     let mut stats = BakeStats::default();
     let mut rdr = RawReader::new(BufReader::with_capacity(1 << 20, input));
     let mut tar = TarOut {
-        w: encoder(Counting {
-            inner: out,
-            count: 0,
-        })?,
+        w: encoder_with(
+            Counting {
+                inner: out,
+                count: 0,
+            },
+            workers,
+        )?,
         pos: 0,
     };
     let mut seen: HashMap<String, Kind> = HashMap::new();
@@ -348,7 +376,7 @@ fn transform<R: Read, W: Write>(input: R, payload: &Tree, out: W) -> Result<(Bak
     let counting = tar.w.finish().context("finishing the zstd frame")?;
     let main_end = counting.count;
     let mut tail = TarOut {
-        w: encoder(counting)?,
+        w: encoder_with(counting, workers)?,
         pos: index.main_tar_len,
     };
     tail.finish_archive()?;
@@ -569,5 +597,82 @@ impl Read for ChannelReader {
         out[..n].copy_from_slice(&self.cur[self.off..self.off + n]);
         self.off += n;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A base big enough for zstd to split into several jobs, mildly
+    /// compressible like a real rootfs.
+    fn big_base() -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..6 {
+            let data: Vec<u8> = (0..6 << 20)
+                .map(|j: u32| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    if j % 3 == 0 {
+                        (x >> 56) as u8
+                    } else {
+                        b'a' + (j % 7) as u8
+                    }
+                })
+                .collect();
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, format!("./f{i}"), &data[..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn output_does_not_depend_on_the_worker_count() {
+        let base = big_base();
+        let mut payload = Tree::new();
+        payload
+            .insert("/seed-free", Node::bytes(&b"x"[..], 0o644))
+            .unwrap();
+        let one = transform(&base[..], &payload, Vec::new(), 1).unwrap().1;
+        let three = transform(&base[..], &payload, Vec::new(), 3).unwrap().1;
+        assert!(
+            one.len() < base.len() * 3 / 4,
+            "compressed {} of {}",
+            one.len(),
+            base.len()
+        );
+        assert!(one == three, "1 worker and 3 workers wrote different bytes");
+    }
+
+    #[test]
+    fn index_round_trips_and_rejects_foreign_trailers() {
+        let idx = Index {
+            main_end: 100,
+            main_tar_len: 10240,
+            seed_ready: true,
+            has_seed_dir: false,
+            dot: true,
+        };
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t");
+        let mut bytes = vec![0u8; 100];
+        bytes.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&idx.encode());
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(
+            Index::read(&fs::File::open(&p).unwrap()).unwrap(),
+            Some(idx)
+        );
+        // main_end not at a frame start: no index.
+        bytes[100] = 0;
+        fs::write(&p, &bytes).unwrap();
+        assert_eq!(Index::read(&fs::File::open(&p).unwrap()).unwrap(), None);
+        fs::write(&p, b"short").unwrap();
+        assert_eq!(Index::read(&fs::File::open(&p).unwrap()).unwrap(), None);
     }
 }

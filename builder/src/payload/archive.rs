@@ -165,6 +165,12 @@ pub fn unpack_into_tree(
     let mpath = tmp.path().join(MANIFEST);
     fs::write(&mpath, json).with_context(|| format!("writing {}", mpath.display()))?;
 
+    // One syncfs instead of an fsync per staged file: the rename below is the
+    // completed-marker, so everything before it must be on disk.
+    let dir =
+        fs::File::open(tmp.path()).with_context(|| format!("opening {}", tmp.path().display()))?;
+    rustix::fs::syncfs(&dir).with_context(|| format!("syncing {}", tmp.path().display()))?;
+
     // Replace a stale staging directory (another strip count, or a reader that
     // found no manifest), then publish ours with one rename.
     if staging.exists() {
@@ -185,6 +191,10 @@ pub fn unpack_into_tree(
                 })
             }
         }
+    }
+    if let Ok(d) = fs::File::open(parent) {
+        d.sync_all()
+            .with_context(|| format!("syncing directory {}", parent.display()))?;
     }
     tree_from_manifest(&dest, staging, &manifest)
 }

@@ -30,13 +30,18 @@ pub struct RawEntry {
 /// data with [`RawReader::copy_data`] or [`RawReader::skip_data`].
 pub struct RawReader<R> {
     r: R,
+    buf: Vec<u8>,
     /// Decompressed bytes consumed so far.
     pub pos: u64,
 }
 
 impl<R: Read> RawReader<R> {
     pub fn new(r: R) -> Self {
-        RawReader { r, pos: 0 }
+        RawReader {
+            r,
+            buf: vec![0; 256 << 10],
+            pos: 0,
+        }
     }
 
     fn read_block(&mut self, what: &str) -> Result<[u8; BLOCK]> {
@@ -153,7 +158,7 @@ impl<R: Read> RawReader<R> {
     /// Copies `len` data bytes plus padding to `w` unchanged.
     pub fn copy_data(&mut self, len: u64, w: &mut impl Write) -> Result<()> {
         let padded = pad(len);
-        let n = io::copy(&mut (&mut self.r).take(padded), w).context("copying entry data")?;
+        let n = copy_n(&mut self.r, w, padded, &mut self.buf).context("copying entry data")?;
         self.pos += n;
         if n != padded {
             bail!(
@@ -174,6 +179,24 @@ impl<R: Read> RawReader<R> {
         io::copy(&mut self.r, &mut io::sink()).context("reading the end of the archive")?;
         Ok(())
     }
+}
+
+/// Copies up to `n` bytes in `buf`-sized chunks (std's copy uses 8 KiB,
+/// which costs a compressor call per 8 KiB); returns how many were copied.
+pub fn copy_n(r: &mut impl Read, w: &mut impl Write, n: u64, buf: &mut [u8]) -> io::Result<u64> {
+    let mut done = 0u64;
+    while done < n {
+        let want = (n - done).min(buf.len() as u64) as usize;
+        let got = match r.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..got])?;
+        done += got as u64;
+    }
+    Ok(done)
 }
 
 /// Rounds up to whole blocks.
