@@ -308,6 +308,14 @@ fn bake_writes_payload_and_passes_real_checkers() {
     assert_eq!(blocks, stats.fs_blocks_after);
     assert_eq!(blocks, (last_usable + 1 - P1_START) * 512 / 4096);
 
+    // The superblock's last-write time is pinned (libext2fs stamps the clock).
+    let mut stats_cmd = cmd("debugfs", &["-R", "stats", &dev]);
+    let pinned = run(stats_cmd.env("TZ", "UTC"));
+    assert!(
+        pinned.contains("Last write time:          Mon Jan  1 00:00:00 2024"),
+        "{pinned}"
+    );
+
     // Contents, owners and modes.
     assert_eq!(
         debugfs(&raw, offset, "cat /opt/demo/bin/run"),
