@@ -21,7 +21,7 @@ pub trait Systemd {
     /// Starts (or restarts) `unit` with mode `replace` and waits up to
     /// `timeout` for the job's result; anything but `done` is an error.
     fn start(&mut self, unit: &str, restart: bool, timeout: Duration) -> Result<()>;
-    /// Sets the static host name through hostnamed (best effort for callers).
+    /// Sets the static and the running host name through hostnamed.
     fn set_hostname(&mut self, name: &str) -> Result<()>;
 }
 
@@ -134,6 +134,11 @@ impl Systemd for DbusSystemd {
         hostnamed
             .call_method("SetStaticHostname", &(name, false))
             .context("calling hostnamed SetStaticHostname")?;
+        // The static name alone leaves a transient name set at boot (e.g. by
+        // the container manager) in the kernel; make the running name match.
+        hostnamed
+            .call_method("SetHostname", &(name, false))
+            .context("calling hostnamed SetHostname")?;
         Ok(())
     }
 }
