@@ -39,8 +39,12 @@ pub struct NetworkSettings {
     pub gateway: Ipv4Addr,
     pub nameservers: Vec<Ipv4Addr>,
     /// Interface name glob to configure (`e*` matches ens18, eth0, enp0s3).
+    /// Only netplan (Ubuntu) honours it: cloud-init's networkd renderer
+    /// (Debian's 22.4 at least) writes `[Match] Name=<entry id>` and the NIC
+    /// stays down. Give the MAC whenever it is known.
     pub match_name: String,
-    /// When set, match the NIC by MAC address instead of by name.
+    /// When set, match the NIC by MAC address instead of by name (cloud-init
+    /// looks the current interface name up by it, for every renderer).
     pub mac: Option<String>,
 }
 

@@ -44,6 +44,29 @@ pub struct Args {
     /// they are never printed.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+
+    /// With --format cidata: the VM's NIC MAC address (e.g. 52:54:00:12:34:56).
+    /// network-config then matches the NIC by it, as Proxmox's own cloud-init
+    /// does; without it, by the name glob `e*`, which only netplan honours
+    /// (cloud-init's networkd renderer uses the entry's id as the name).
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub mac: Option<String>,
+}
+
+/// A MAC address: six two-digit hex groups separated by colons.
+fn parse_mac(s: &str) -> std::result::Result<String, String> {
+    let groups: Vec<&str> = s.split(':').collect();
+    if groups.len() == 6
+        && groups
+            .iter()
+            .all(|g| g.len() == 2 && g.chars().all(|c| c.is_ascii_hexdigit()))
+    {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is no MAC address (want six hex pairs like 52:54:00:12:34:56)"
+        ))
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -53,7 +76,11 @@ pub fn run(args: Args) -> Result<()> {
         return Err(crate::diag::BadInput::whole_file(
             &args.lab,
             "guests",
-            format!("no guest named {:?}; the lab has: {}", args.guest, names.join(", ")),
+            format!(
+                "no guest named {:?}; the lab has: {}",
+                args.guest,
+                names.join(", ")
+            ),
         )
         .into());
     };
@@ -62,12 +89,13 @@ pub fn run(args: Args) -> Result<()> {
     match args.format {
         Format::Yaml => write_private(&args.out, yaml.as_bytes())?,
         Format::Cidata => {
-            let net = cidata::NetworkSettings::new(
+            let mut net = cidata::NetworkSettings::new(
                 guest.address,
                 lab.network.cidr.prefix(),
                 lab.network.gateway,
                 lab.network.dns.clone(),
             );
+            net.mac = args.mac.clone();
             let files = cidata::CidataFiles {
                 meta_data: cidata::render_meta_data(&seed.instance_id(), guest.name.as_str()),
                 user_data: cidata::render_user_data(guest.name.as_str(), &lab.ssh.public_keys()),
