@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod qemu;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
