@@ -3,6 +3,13 @@
 //! recorded step. Every step is idempotent, so a power cut anywhere followed
 //! by a reboot re-runs from scratch and converges; a second run with the same
 //! files changes nothing and restarts nothing.
+//!
+//! Restarts (and the daemon-reload) a run owes because it changed files are
+//! persisted in [`OWED_PATH`] until issued: a run that fails, or is stopped,
+//! between writing a file and restarting its unit leaves them to the next run
+//! in the same boot, which sees the file unchanged and would otherwise leave
+//! the unit running on its old configuration. The file lives on /run (a
+//! tmpfs): a reboot starts every unit afresh, so owed work lapses with it.
 
 use crate::accounts::{self, Accounts};
 use crate::fsutil::{ensure_dir, ensure_symlink, under, write_file};
@@ -14,6 +21,41 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+
+/// Restarts and reloads owed by an interrupted run in this boot, one a line.
+pub const OWED_PATH: &str = "/run/imgbuild/owed-restarts";
+/// The entry in [`OWED_PATH`] that stands for a daemon-reload.
+const OWED_RELOAD: &str = "daemon-reload";
+
+/// What an earlier run in this boot still owes (empty after a reboot).
+fn load_owed(root: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(under(root, OWED_PATH)).unwrap_or_default();
+    text.lines()
+        .map(|l| l.to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+fn save_owed(root: &Path, owed: &BTreeSet<String>) -> Result<()> {
+    let path = under(root, OWED_PATH);
+    if owed.is_empty() {
+        return match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => Ok(()),
+        };
+    }
+    let mut text = String::new();
+    for o in owed {
+        text.push_str(o);
+        text.push('\n');
+    }
+    if let Some(dir) = path.parent() {
+        ensure_dir(dir, 0o755, 0, 0)?;
+    }
+    write_file(&path, text.as_bytes(), 0o644, 0, 0).map(|_| ())
+}
 
 /// What a run did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -77,7 +119,16 @@ pub fn apply(
         }
         Ok(())
     })?;
-    rec.step("files", || write_all(root, &plan, &mut out))?;
+    let mut owed = load_owed(root);
+    rec.step("files", || {
+        write_all(root, &plan, &mut out)?;
+        // Owed from now on: persist before acting on it.
+        if out.changed.iter().any(|p| Plan::is_unit_file(p)) {
+            owed.insert(OWED_RELOAD.into());
+        }
+        owed.extend(restarts_for(&plan, &out.changed));
+        save_owed(root, &owed)
+    })?;
     rec.step("ssh-host-keys", || {
         if plan.ssh_host_keys {
             host_keys(root)
@@ -95,11 +146,12 @@ pub fn apply(
         }
         Ok(())
     })?;
-    let unit_files_changed = out.changed.iter().any(|p| Plan::is_unit_file(p));
     rec.step("daemon-reload", || {
-        if unit_files_changed {
+        if owed.contains(OWED_RELOAD) {
             systemd.daemon_reload()?;
             out.reloaded = true;
+            owed.remove(OWED_RELOAD);
+            save_owed(root, &owed)?;
         }
         Ok(())
     })?;
@@ -111,23 +163,19 @@ pub fn apply(
             systemd.enable(&units)
         }
     })?;
-    let restart: BTreeSet<&str> = plan
-        .files
-        .iter()
-        .filter(|f| out.changed.contains(&f.path))
-        .flat_map(|f| f.restarts.iter().map(|s| s.as_str()))
-        .chain(
-            plan.links
-                .iter()
-                .filter(|l| out.changed.contains(&l.path))
-                .flat_map(|l| l.restarts.iter().map(|s| s.as_str())),
-        )
-        .collect();
     for u in &plan.units {
-        let again = restart.contains(u.name.as_str());
-        rec.step(&format!("start:{}", u.name), || {
+        let again = owed.contains(&u.name);
+        let r = rec.step(&format!("start:{}", u.name), || {
             systemd.start(&u.name, again, u.timeout)
-        })?;
+        });
+        if again {
+            // Issued: even a failed restart leaves the unit to a plain start.
+            owed.remove(&u.name);
+            if let Err(e) = save_owed(root, &owed) {
+                tracing::warn!("cannot record the owed restarts: {e:#}");
+            }
+        }
+        r?;
         if again {
             out.restarted.push(u.name.clone());
         }
@@ -135,13 +183,31 @@ pub fn apply(
     for c in &plan.checks {
         rec.step(&c.name(), || checks::run(root, c))?;
     }
-    rec.step("marker", || status::mark_applied(root, &id))?;
+    rec.step("marker", || {
+        save_owed(root, &BTreeSet::new())?;
+        status::mark_applied(root, &id)
+    })?;
     rec.ready().map_err(|e| StepFailed {
         step: "status".into(),
         source: e,
     })?;
     tracing::info!(instance_id = %id, changed = out.changed.len(), "ready");
     Ok(out)
+}
+
+/// The units to restart because of `changed` paths.
+fn restarts_for(plan: &Plan, changed: &[String]) -> BTreeSet<String> {
+    plan.files
+        .iter()
+        .filter(|f| changed.contains(&f.path))
+        .flat_map(|f| f.restarts.iter().cloned())
+        .chain(
+            plan.links
+                .iter()
+                .filter(|l| changed.contains(&l.path))
+                .flat_map(|l| l.restarts.iter().cloned()),
+        )
+        .collect()
 }
 
 fn owner(root: &Path, user: &str, group: &str) -> Result<(u32, u32)> {

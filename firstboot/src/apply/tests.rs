@@ -161,3 +161,46 @@ fn changed_seed_means_a_new_instance() {
         "A again after B is a deliberate re-run"
     );
 }
+
+#[test]
+fn restarts_owed_by_a_failed_run_are_made_by_the_next_run_in_the_same_boot() {
+    // Found by the e2e test: nftables failed after sshd_config.d was written,
+    // the rerun saw the file unchanged, and sshd kept accepting passwords.
+    let d = tempfile::tempdir().unwrap();
+    let seed = Seed::from_yaml(SEED).unwrap();
+    let mut sd = MemSystemd {
+        failing: vec!["nftables.service".into()],
+        ..Default::default()
+    };
+    let err = apply(d.path(), &seed, "test", &mut sd, &mut MemAccounts).unwrap_err();
+    assert_eq!(err.step, "start:nftables.service");
+    assert!(!sd.calls.iter().any(|c| c.contains("start ssh.service")));
+    let owed = d.path().join(OWED_PATH.trim_start_matches('/'));
+    assert!(std::fs::read_to_string(&owed)
+        .unwrap()
+        .contains("ssh.service\n"));
+
+    // Same boot: the rerun restarts sshd although its file is unchanged.
+    let mut sd2 = MemSystemd::default();
+    let out = apply(d.path(), &seed, "test", &mut sd2, &mut MemAccounts).unwrap();
+    assert!(out.changed.is_empty(), "{:?}", out.changed);
+    assert_eq!(out.restarted, vec!["ssh.service"]);
+    assert!(
+        sd2.calls.contains(&"start nftables.service".to_string()),
+        "{:?}",
+        sd2.calls
+    );
+    assert!(!owed.exists(), "nothing owed after success");
+
+    // After a reboot (/run is empty again) nothing is owed: units start afresh.
+    let d = tempfile::tempdir().unwrap();
+    let mut sd = MemSystemd {
+        failing: vec!["nftables.service".into()],
+        ..Default::default()
+    };
+    let _ = apply(d.path(), &seed, "test", &mut sd, &mut MemAccounts).unwrap_err();
+    std::fs::remove_dir_all(d.path().join("run")).unwrap();
+    let mut sd2 = MemSystemd::default();
+    let out = apply(d.path(), &seed, "test", &mut sd2, &mut MemAccounts).unwrap();
+    assert!(out.restarted.is_empty(), "{:?}", sd2.calls);
+}
