@@ -142,12 +142,7 @@ fn happy_path(
         start_to_ready.as_secs_f64(),
         agent_only as f64 / 1000.0,
         waits as f64 / 1000.0,
-        status
-            .steps
-            .iter()
-            .map(|s| format!("{}={}ms", s.name, s.duration_ms.unwrap_or(0)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        step_times(&status)
     );
 
     let listed = s3_check(
@@ -192,12 +187,23 @@ fn step_state(s: &Status, name: &str) -> Option<StepState> {
     s.steps.iter().find(|x| x.name == name).map(|x| x.state)
 }
 
-fn running_step(s: &Status) -> String {
+/// Where a run is: `during STEP`, or `after STEP` between two steps.
+fn position(s: &Status) -> String {
+    if let Some(x) = s.steps.iter().find(|x| x.state == StepState::Running) {
+        return format!("during {}", x.name);
+    }
+    match s.steps.iter().rev().find(|x| x.state == StepState::Done) {
+        Some(x) => format!("after {}", x.name),
+        None => "before the first step".into(),
+    }
+}
+
+fn step_times(s: &Status) -> String {
     s.steps
         .iter()
-        .find(|x| x.state == StepState::Running)
-        .map(|x| x.name.clone())
-        .unwrap_or_else(|| "none".into())
+        .map(|x| format!("{}={}ms", x.name, x.duration_ms.unwrap_or(0)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 const CUTS: &[Cut] = &[
@@ -229,7 +235,14 @@ fn power_cuts(ns: &Netns, lab: &TestLab, template: &Path, reference: &Container,
     let body = format!("put before a power cut, run {tag}\n");
     for cut in CUTS {
         c.boot();
-        let at = c.wait_status(cut.name, READY_DEADLINE, cut.reached);
+        // Steps between service starts take milliseconds: poll tightly and
+        // cut at once, so the cut lands where the predicate first held.
+        let at = c.wait_status(
+            cut.name,
+            READY_DEADLINE,
+            Duration::from_millis(2),
+            cut.reached,
+        );
         if cut.put_before {
             s3_put(
                 Some(ns),
@@ -253,19 +266,20 @@ fn power_cuts(ns: &Netns, lab: &TestLab, template: &Path, reference: &Container,
             cut.name
         );
         eprintln!(
-            "e2e-lxc: power cut at `{}` (seen during step {}; cut during step {})",
+            "e2e-lxc: power cut at `{}` (seen {}; status.json after the cut: {})",
             cut.name,
-            running_step(&at),
-            running_step(&after)
+            position(&at),
+            position(&after)
         );
     }
     c.boot();
     let t = Instant::now();
     let status = c.wait_ready();
     eprintln!(
-        "e2e-lxc: after {} power cuts, ready {:.1} s after the last start",
+        "e2e-lxc: after {} power cuts, ready {:.1} s after the last start; per step: {}",
         CUTS.len(),
-        t.elapsed().as_secs_f64()
+        t.elapsed().as_secs_f64(),
+        step_times(&status)
     );
     assert!(status.steps.iter().all(|s| s.state == StepState::Done));
     s3_check(
@@ -390,6 +404,8 @@ struct Container {
     dir: Option<tempfile::TempDir>,
     rootfs: PathBuf,
     nspawn: Option<Child>,
+    /// The container's init, once seen (cached: a power cut must be quick).
+    leader_pid: Option<u32>,
     boots: u32,
     booted_at: Instant,
     booted_wall: SystemTime,
@@ -445,6 +461,7 @@ impl Container {
             dir: Some(dir),
             rootfs,
             nspawn: None,
+            leader_pid: None,
             boots: 0,
             booted_at: Instant::now(),
             booted_wall: SystemTime::now(),
@@ -485,6 +502,7 @@ impl Container {
             .spawn()
             .expect("systemd-nspawn runs (package systemd-container)");
         self.nspawn = Some(child);
+        self.leader_pid = None;
         if let Err(e) = configure_iface(
             &self.ns_name,
             &format!("ve-{}", self.name),
@@ -517,9 +535,10 @@ impl Container {
         &mut self,
         what: &str,
         deadline: Duration,
+        every: Duration,
         reached: fn(&Status) -> bool,
     ) -> Status {
-        let r = poll(what, deadline, Duration::from_millis(50), |why| {
+        let r = poll(what, deadline, every, |why| {
             if !self.alive() {
                 return Err("the container exited".into());
             }
@@ -527,22 +546,28 @@ impl Container {
                 *why = "no status.json from this boot yet".into();
                 return Ok(None);
             };
+            if self.leader_pid.is_none() {
+                self.leader_pid = self.leader();
+            }
             if s.state == State::Failed {
                 return Err(format!("firstboot failed at step {:?}", s.failed_step));
             }
             if reached(&s) {
                 return Ok(Some(s));
             }
-            *why = format!("{:?}, step {}", s.state, running_step(&s));
+            *why = format!("{:?}, {}", s.state, position(&s));
             Ok(None)
         });
         r.unwrap_or_else(|e| self.fail(&e))
     }
 
     fn wait_ready(&mut self) -> Status {
-        self.wait_status("firstboot ready", READY_DEADLINE, |s| {
-            s.state == State::Ready
-        })
+        self.wait_status(
+            "firstboot ready",
+            READY_DEADLINE,
+            Duration::from_millis(50),
+            |s| s.state == State::Ready,
+        )
     }
 
     /// The container's init (nspawn's child).
@@ -596,7 +621,7 @@ impl Container {
     /// Power cut: SIGKILL to the container's init, which takes every process
     /// of its PID namespace with it at once; nspawn then exits.
     fn power_cut(&mut self) {
-        match self.leader() {
+        match self.leader_pid.or_else(|| self.leader()) {
             Some(pid) => Self::signal(pid, "-KILL"),
             None => {
                 if let Some(c) = self.nspawn.as_mut() {
