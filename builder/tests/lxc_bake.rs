@@ -659,6 +659,28 @@ fn personalize_handles_foreign_templates() {
     );
 }
 
+#[test]
+fn personalize_rebakes_an_imgbuild_template_that_already_has_a_seed() {
+    // A bake whose payload carries a seed cannot take the append fast path;
+    // personalize falls back to re-baking it, reading through the index frame.
+    let s = setup();
+    let mut t = payload();
+    t.insert("/etc/imgbuild", Node::dir(0o700)).unwrap();
+    t.insert(SEED_PATH, Node::bytes(&b"baked: seed\n"[..], 0o600))
+        .unwrap();
+    let tpl = s.dir.path().join("seeded.tar.zst");
+    bake(&s.base, &t, &tpl).unwrap();
+    let out = s.dir.path().join("guest.tar.zst");
+    personalize(&tpl, b"guest: seed\n", &out).unwrap();
+    assert_eq!(seed_lines(&out).len(), 2, "{:?}", seed_lines(&out));
+    let root = s.dir.path().join("root");
+    pct_extract(&out, &root);
+    assert_eq!(
+        fs::read(root.join("etc/imgbuild/seed.yaml")).unwrap(),
+        b"guest: seed\n"
+    );
+}
+
 /// The real test base from scripts/base-lxc, baked with a payload and checked
 /// with GNU tar: same listing for every base entry, clean pct extraction.
 #[test]
