@@ -170,8 +170,70 @@ fn happy_path(
         "e2e-lxc: SparkPi on the guest's cluster: Pi is roughly {pi} ({:.1} s)",
         t.elapsed().as_secs_f64()
     );
+    let t = Instant::now();
+    c.stop();
+    eprintln!(
+        "e2e-lxc: clean poweroff took {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    // A reboot with the same seed applies nothing (the unit's ExecCondition
+    // sees the applied instance id); the enabled services come back alone.
+    let status_path = c.rootfs.join("var/lib/imgbuild/status.json");
+    let stamp = |p: &Path| {
+        (
+            fs::read(p).unwrap(),
+            fs::metadata(p).unwrap().modified().unwrap(),
+        )
+    };
+    let before = stamp(&status_path);
+    c.boot();
+    let s3 = format!("{ADDR}:9000");
+    poll(
+        "S3 after a reboot",
+        READY_DEADLINE,
+        Duration::from_millis(500),
+        |why| {
+            not_yet(
+                why,
+                s3_check(Some(ns), &s3, &lab.s3_user, &lab.s3_password, BUCKETS),
+            )
+        },
+    )
+    .unwrap_or_else(|e| c.fail(&e));
+    poll(
+        "Spark after a reboot",
+        READY_DEADLINE,
+        Duration::from_millis(500),
+        |why| {
+            not_yet(
+                why,
+                spark_check(Some(ns), &format!("http://{ADDR}:8080"), 1),
+            )
+        },
+    )
+    .unwrap_or_else(|e| c.fail(&e));
+    ssh_checks(Some(ns), ADDR, &lab.ssh_key).unwrap_or_else(|e| c.fail(&e));
+    if stamp(&status_path) != before {
+        c.fail("firstboot ran again on a reboot with the seed it already applied");
+    }
+    eprintln!(
+        "e2e-lxc: reboot with the applied seed: firstboot skipped, services back in {:.1} s",
+        c.booted_at.elapsed().as_secs_f64()
+    );
     c.stop();
     c
+}
+
+/// For [`poll`]: a failed check means "not yet" (its error is the reason).
+fn not_yet<T>(why: &mut String, r: Result<T, String>) -> Result<Option<T>, String> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) => {
+            *why = e;
+            Ok(None)
+        }
+    }
 }
 
 /// A point during first boot where the power is cut.
