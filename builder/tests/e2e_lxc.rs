@@ -154,9 +154,30 @@ fn happy_path(
     )
     .unwrap_or_else(|e| c.fail(&e));
     eprintln!("e2e-lxc: S3 {listed}, put/get round trip ok");
-    spark_check(Some(ns), &format!("http://{ADDR}:8080"), 1).unwrap_or_else(|e| c.fail(&e));
+    let master =
+        spark_check(Some(ns), &format!("http://{ADDR}:8080"), 1).unwrap_or_else(|e| c.fail(&e));
     ssh_checks(Some(ns), ADDR, &lab.ssh_key).unwrap_or_else(|e| c.fail(&e));
     eprintln!("e2e-lxc: Spark worker ALIVE; ssh key accepted, passwords refused");
+    // The firewall: the seed's ports answer, anything else listening is
+    // dropped (the worker's RPC port is random and not in the seed).
+    let worker_rpc = master["workers"][0]["port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| c.fail(&format!("no worker port in {master}")));
+    for (port, want) in [
+        (9000, "open"),
+        (9001, "open"),
+        (7077, "open"),
+        (worker_rpc, "timeout"),
+    ] {
+        let got = tcp_probe(Some(ns), ADDR, port).unwrap_or_else(|e| c.fail(&e));
+        if got != want {
+            c.fail(&format!(
+                "TCP {ADDR}:{port} is {got}, want {want} (nftables)"
+            ));
+        }
+    }
+    eprintln!("e2e-lxc: firewall: 9000, 9001, 7077 open; worker RPC port {worker_rpc} dropped");
     let t = Instant::now();
     let pi = submit_sparkpi(
         peers,

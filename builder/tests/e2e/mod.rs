@@ -784,6 +784,35 @@ pub fn submit_sparkpi(
     Ok(pi)
 }
 
+/// What a TCP connect to `addr:port` meets within 3 s: `open`, `refused`
+/// (RST: nothing listens, or a firewall rejects) or `timeout` (dropped: a
+/// firewall with policy drop).
+pub fn tcp_probe(ns: Option<&Netns>, addr: &str, port: u16) -> Result<String, String> {
+    let script = r#"
+import socket, sys
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except socket.timeout:
+    print("timeout")
+except ConnectionRefusedError:
+    print("refused")
+"#;
+    let o = run_ok(
+        in_ns(ns, "python3")
+            .arg("-c")
+            .arg(script)
+            .arg(addr)
+            .arg(port.to_string()),
+        None,
+        Duration::from_secs(30),
+        &format!("TCP probe of {addr}:{port}"),
+    )?;
+    Ok(o.stdout.trim().to_string())
+}
+
 fn ssh_base(ns: Option<&Netns>) -> Command {
     let mut c = in_ns(ns, "ssh");
     c.args([
