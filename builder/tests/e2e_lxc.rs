@@ -113,8 +113,21 @@ fn happy_path(
     tag: u32,
 ) -> Container {
     let mut c = Container::extract(ns, &format!("ib{tag}a"), template);
+    let seed = c.rootfs.join("etc/imgbuild/seed.yaml");
+    let meta = fs::metadata(&seed).expect("the personalized template carries the seed");
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o600, 0, 0),
+        "{} after pct's extraction",
+        seed.display()
+    );
     c.boot();
     let status = c.wait_ready();
+    // The seed's content hash is the instance id the agent applied.
+    let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        fs::read(&seed).unwrap(),
+    ));
+    assert_eq!(status.instance_id.as_deref(), Some(id.as_str()));
     let start_to_ready = c.booted_at.elapsed();
     for s in &status.steps {
         assert_eq!(
