@@ -74,7 +74,11 @@ impl FromStr for Digest {
         let algo = match algo {
             "sha256" => DigestAlgo::Sha256,
             "sha512" => DigestAlgo::Sha512,
-            other => return Err(format!("unknown digest algorithm {other:?}: expected sha256 or sha512")),
+            other => {
+                return Err(format!(
+                    "unknown digest algorithm {other:?}: expected sha256 or sha512"
+                ))
+            }
         };
         Digest::new(algo, hex)
     }
@@ -168,7 +172,10 @@ mod tests {
     #[test]
     fn file_name_is_decoded_last_segment() {
         let u = Url::parse("https://github.com/adoptium/temurin17-binaries/releases/download/jdk-17.0.17%2B10/OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz").unwrap();
-        assert_eq!(file_name_of(&u), "OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz");
+        assert_eq!(
+            file_name_of(&u),
+            "OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz"
+        );
         let u = Url::parse("https://x.example/a/b%2Bc").unwrap();
         assert_eq!(file_name_of(&u), "b+c");
     }

@@ -39,7 +39,11 @@ pub struct BadInput(pub Vec<Diagnostic>);
 impl fmt::Display for BadInput {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        write!(f, "{n} problem{} in the input", if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{n} problem{} in the input",
+            if n == 1 { "" } else { "s" }
+        )?;
         for d in &self.0 {
             write!(f, "\n  {d}")?;
         }

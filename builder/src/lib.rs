@@ -14,3 +14,4 @@ pub mod fetch;
 pub mod lock;
 pub mod model;
 pub mod payload;
+pub mod seed;

@@ -56,11 +56,7 @@ fn document(lab: &Lab, guest: &Guest) -> Result<Value> {
     }))
 }
 
-fn object_store(
-    lab: &Lab,
-    guest: &Guest,
-    os: &crate::model::lab::ObjectStore,
-) -> Result<Value> {
+fn object_store(lab: &Lab, guest: &Guest, os: &crate::model::lab::ObjectStore) -> Result<Value> {
     let drives: Vec<String> = if os.drives_per_guest <= 1 {
         vec![os.data_dir.clone()]
     } else {
@@ -72,12 +68,17 @@ fn object_store(
         None => json!(drives),
         Some(pool) => json!(distributed_volumes(lab, guest, pool, os)?),
     };
-    let user = os
-        .root_user
-        .resolve()
-        .with_context(|| format!("guest {}: roles.object_store.root_user", guest.name.as_str()))?;
+    let user = os.root_user.resolve().with_context(|| {
+        format!(
+            "guest {}: roles.object_store.root_user",
+            guest.name.as_str()
+        )
+    })?;
     let password = os.root_password.resolve().with_context(|| {
-        format!("guest {}: roles.object_store.root_password", guest.name.as_str())
+        format!(
+            "guest {}: roles.object_store.root_password",
+            guest.name.as_str()
+        )
     })?;
     Ok(json!({
         "flavor": os.flavor.as_str(),
@@ -169,7 +170,10 @@ fn spark_role(lab: &Lab, guest: &Guest, spark: &crate::model::lab::Spark) -> Res
     }
     if let Some(s3) = &spark.s3 {
         let store = lab.guest(s3.object_store.as_str()).ok_or_else(|| {
-            anyhow!("spark s3 object store {} is not a guest", s3.object_store.as_str())
+            anyhow!(
+                "spark s3 object store {} is not a guest",
+                s3.object_store.as_str()
+            )
         })?;
         let port = store
             .roles

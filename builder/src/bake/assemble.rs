@@ -14,7 +14,12 @@ use crate::payload::{archive, Node, Tree};
 /// Builds the payload tree. `fetched` holds the recipe's payload artifacts (the
 /// base may be among them; it is skipped). Archives are unpacked once into
 /// `<cache>/unpacked/<algo>-<hex>` and reused by later bakes.
-pub fn payload_tree(recipe: &Recipe, fetched: &[Fetched], agent: &Path, cache: &Path) -> Result<Tree> {
+pub fn payload_tree(
+    recipe: &Recipe,
+    fetched: &[Fetched],
+    agent: &Path,
+    cache: &Path,
+) -> Result<Tree> {
     let mut tree = Tree::new();
     for item in &recipe.payload {
         let f = fetched
@@ -25,12 +30,19 @@ pub fn payload_tree(recipe: &Recipe, fetched: &[Fetched], agent: &Path, cache: &
             Install::File { path, mode } => {
                 tree.insert(path, Node::host_file(&f.path, *mode)?)?;
             }
-            Install::Unpack { to, strip_components } => {
-                let staging = cache
-                    .join("unpacked")
-                    .join(format!("{}-{}", f.digest.algo.name(), f.digest.hex()));
+            Install::Unpack {
+                to,
+                strip_components,
+            } => {
+                let staging = cache.join("unpacked").join(format!(
+                    "{}-{}",
+                    f.digest.algo.name(),
+                    f.digest.hex()
+                ));
                 let sub = archive::unpack_into_tree(&f.path, to, *strip_components, &staging)
-                    .with_context(|| format!("unpacking artifact `{}` into {to}", item.artifact.name))?;
+                    .with_context(|| {
+                        format!("unpacking artifact `{}` into {to}", item.artifact.name)
+                    })?;
                 tree.extend(sub);
             }
         }
@@ -46,7 +58,10 @@ pub fn add_agent(tree: &mut Tree, agent: &Path) -> Result<()> {
     let unit = format!("/etc/systemd/system/{}", firstboot::UNIT_NAME);
     tree.insert(&unit, Node::bytes(firstboot::UNIT_FILE.as_bytes(), 0o644))?;
     tree.insert(
-        &format!("/etc/systemd/system/multi-user.target.wants/{}", firstboot::UNIT_NAME),
+        &format!(
+            "/etc/systemd/system/multi-user.target.wants/{}",
+            firstboot::UNIT_NAME
+        ),
         Node::symlink(&format!("../{}", firstboot::UNIT_NAME)),
     )?;
     tree.insert("/etc/imgbuild", Node::dir(0o700))?;
@@ -76,7 +91,11 @@ pub fn find_agent() -> Result<PathBuf> {
     bail!(
         "no statically linked firstboot agent found (looked at $IMGBUILD_AGENT and {}); \
          build it with firstboot/build-static.sh or pass --agent PATH",
-        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        candidates
+            .iter()
+            .map(|c| c.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -84,7 +103,8 @@ pub fn find_agent() -> Result<PathBuf> {
 /// dynamic loader. Checks the ELF header for an x86-64 executable without
 /// a PT_INTERP program header.
 pub fn ensure_static(path: &Path) -> Result<()> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening agent {}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("opening agent {}", path.display()))?;
     let mut head = Vec::new();
     f.by_ref().take(64 * 1024).read_to_end(&mut head)?;
     match elf_interp(&head) {
@@ -128,7 +148,9 @@ mod tests {
         // /bin/sh on any Debian/Ubuntu is dynamically linked.
         let e = ensure_static(Path::new("/bin/sh")).unwrap_err().to_string();
         assert!(e.contains("dynamically linked"), "{e}");
-        let e = ensure_static(Path::new("/etc/hostname")).unwrap_err().to_string();
+        let e = ensure_static(Path::new("/etc/hostname"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an x86-64 ELF"), "{e}");
     }
 }

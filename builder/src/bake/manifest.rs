@@ -44,7 +44,8 @@ pub struct PayloadSummary {
 pub fn describe(path: &Path) -> Result<Output> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
-    let size = std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    let size =
+        std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
     Ok(Output {
         file: path
             .file_name()

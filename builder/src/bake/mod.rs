@@ -3,5 +3,7 @@ pub mod ext4;
 pub mod gpt;
 pub mod vm;
 
+pub mod assemble;
 pub mod lxc;
+pub mod manifest;
 pub mod personalize;

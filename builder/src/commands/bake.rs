@@ -64,7 +64,10 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         }
     };
 
-    let lock_path = args.lock.clone().unwrap_or_else(|| default_lock_path(&args.recipe));
+    let lock_path = args
+        .lock
+        .clone()
+        .unwrap_or_else(|| default_lock_path(&args.recipe));
     let lock = Lock::load_or_empty(&lock_path)?;
     let fetcher = Fetcher::new(cache, args.net.options())?;
     let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;

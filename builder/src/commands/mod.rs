@@ -23,7 +23,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bake(args) => bake::run(args, &cache),
         Command::Seed(args) => seed::run(args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "imgbuild", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "imgbuild",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     }

@@ -72,7 +72,13 @@ pub struct Node {
 
 impl Node {
     pub fn dir(mode: u32) -> Self {
-        Node { kind: NodeKind::Dir, mode, uid: 0, gid: 0, mtime: default_mtime() }
+        Node {
+            kind: NodeKind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: default_mtime(),
+        }
     }
 
     pub fn bytes(content: impl Into<Arc<[u8]>>, mode: u32) -> Self {
@@ -91,7 +97,10 @@ impl Node {
             .with_context(|| format!("reading metadata of {}", path.display()))?
             .len();
         Ok(Node {
-            kind: NodeKind::File(FileSource::Host { path: path.to_path_buf(), len }),
+            kind: NodeKind::File(FileSource::Host {
+                path: path.to_path_buf(),
+                len,
+            }),
             mode,
             uid: 0,
             gid: 0,
@@ -200,7 +209,8 @@ mod tests {
     #[test]
     fn tree_is_sorted_parents_first() {
         let mut t = Tree::new();
-        t.insert("/opt/spark/bin/x", Node::bytes(&b"x"[..], 0o755)).unwrap();
+        t.insert("/opt/spark/bin/x", Node::bytes(&b"x"[..], 0o755))
+            .unwrap();
         t.insert("/opt/spark", Node::dir(0o755)).unwrap();
         t.insert("/opt/spark/bin", Node::dir(0o755)).unwrap();
         let order: Vec<_> = t.iter().map(|(p, _)| p).collect();
