@@ -494,6 +494,18 @@ fn vm_bake_boot_apply_and_reboot() {
     let sparkpi = t.elapsed();
     say!("SparkPi = {pi} in {}", secs(sparkpi));
     e2e::ssh_checks(Some(&ns), ADDR, &lab.ssh_key).unwrap_or_else(|e| panic!("{e}"));
+    // The guest firewall (nftables, policy drop): the seed's ports answer, a
+    // port nothing opened is dropped (a timeout, not a refusal).
+    for (port, want) in [
+        (22, "open"),
+        (9000, "open"),
+        (9001, "open"),
+        (8081, "open"),
+        (12345, "timeout"),
+    ] {
+        let got = e2e::tcp_probe(Some(&ns), ADDR, port).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, want, "TCP {ADDR}:{port}");
+    }
     let down1 = b.shutdown();
     say!("boot 1: powered off in {}", secs(down1));
     drop(b);

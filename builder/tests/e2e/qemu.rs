@@ -123,7 +123,9 @@ impl Qemu {
         let stderr_log = spec.serial_log.with_extension("qemu.log");
         let err = File::create(&stderr_log).expect("creating the QEMU log");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &spec.netns, "qemu-system-x86_64"])
+        // setpriv: QEMU dies with the test (even a SIGKILLed one), never orphaned.
+        cmd.args(["netns", "exec", &spec.netns])
+            .args(["setpriv", "--pdeathsig", "KILL", "qemu-system-x86_64"])
             // TCG: one host thread per vCPU.
             .args([
                 "-accel",
