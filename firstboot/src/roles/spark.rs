@@ -128,19 +128,21 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         );
         plan.unit("spark-worker.service", Duration::from_secs(120));
     }
+    // JVM start-up dominates: ~7 s on real hardware, ~150 s under emulation
+    // (QEMU TCG), so allow a slow host plenty before calling it a failure.
     match (&s.master, &s.worker) {
         (Some(m), _) => plan.checks.push(Check::SparkWorkers {
             host: m.host.as_str().into(),
             port: m.ui_port.get(),
             workers: s.expect_workers,
-            deadline: Duration::from_secs(300),
+            deadline: Duration::from_secs(600),
         }),
         (None, Some(w)) => plan.checks.push(Check::Http {
             name: "spark-worker-ui".into(),
             host: "127.0.0.1".into(),
             port: w.ui_port.get(),
             path: "/".into(),
-            deadline: Duration::from_secs(300),
+            deadline: Duration::from_secs(600),
         }),
         (None, None) => {}
     }
