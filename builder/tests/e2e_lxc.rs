@@ -157,6 +157,15 @@ fn happy_path(
         waits as f64 / 1000.0,
         step_times(&status)
     );
+    // The agent stays small: it is one static binary doing file writes, D-Bus
+    // calls and a few HTTP requests, so its peak RSS is a few MiB.
+    let rss = status
+        .peak_rss_kib
+        .unwrap_or_else(|| c.fail("status.json has no peak_rss_kib"));
+    eprintln!("e2e-lxc: firstboot peak RSS {rss} KiB");
+    if rss > 64 * 1024 {
+        c.fail(&format!("firstboot's peak RSS {rss} KiB is over 64 MiB"));
+    }
 
     let listed = s3_check(
         Some(ns),

@@ -72,6 +72,9 @@ pub struct Status {
     pub steps: Vec<Step>,
     /// Agent version.
     pub agent_version: String,
+    /// The agent's peak resident memory (VmHWM) when the run ended, in KiB.
+    #[serde(default)]
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Keeps status.json in sync with the run.
@@ -105,6 +108,7 @@ impl Recorder {
                 })
                 .collect(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
+            peak_rss_kib: None,
         };
         let r = Recorder {
             path: under(root, crate::STATUS_PATH),
@@ -178,6 +182,7 @@ impl Recorder {
 
     /// Marks the run failed outside any step (e.g. a bad seed).
     pub fn fail(&mut self, name: &str, error: &anyhow::Error) -> Result<()> {
+        self.status.peak_rss_kib = peak_rss_kib();
         self.status.state = State::Failed;
         self.status.failed_step = Some(name.into());
         self.set(name, StepState::Failed, None, Some(format!("{error:#}")))
@@ -185,9 +190,24 @@ impl Recorder {
 
     /// Marks the run ready.
     pub fn ready(&mut self) -> Result<()> {
+        self.status.peak_rss_kib = peak_rss_kib();
+        tracing::info!(peak_rss_kib = ?self.status.peak_rss_kib, "ready");
         self.status.state = State::Ready;
         self.save()
     }
+}
+
+/// This process's peak resident set size from /proc/self/status (VmHWM), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_vm_hwm(&text)
+}
+
+fn parse_vm_hwm(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// The last successfully applied instance id.
@@ -213,4 +233,18 @@ pub fn mark_applied(root: &Path, id: &str) -> Result<()> {
         0,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_hwm_is_read_from_proc_status() {
+        let text = "Name:\tfirstboot\nVmPeak:\t  9000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(parse_vm_hwm(text), Some(4321));
+        assert_eq!(parse_vm_hwm("Name:\tx\n"), None);
+        // The real file of this very process has it.
+        assert!(peak_rss_kib().unwrap() > 0);
+    }
 }
