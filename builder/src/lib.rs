@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod fetch;
+pub mod fsutil;
 pub mod lock;
 pub mod model;
 pub mod payload;

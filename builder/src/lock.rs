@@ -18,7 +18,6 @@
 //! Keys are sorted (BTreeMap/BTreeSet), so the same inputs give the same bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -150,23 +149,7 @@ impl Lock {
 
     /// Writes the lock atomically (temp file beside it, fsync, rename, fsync dir).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".imgbuild.lock.")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-        tmp.write_all(self.to_yaml().as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(path)
-            .with_context(|| format!("replacing {}", path.display()))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("syncing {}", dir.display()))?;
-        Ok(())
+        crate::fsutil::write_atomic(path, self.to_yaml().as_bytes(), 0o644)
     }
 
     fn name(&self) -> String {

@@ -25,15 +25,7 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
         } => {
             let addr = SocketAddr::new(resolve(root, host)?, *port);
             poll(*deadline, || {
-                let r = request(
-                    addr,
-                    &format!("{host}:{port}"),
-                    "GET",
-                    path,
-                    &[],
-                    b"",
-                    REQUEST_TIMEOUT,
-                )?;
+                let r = get(addr, host, *port, path)?;
                 if r.status != 200 {
                     bail!("GET http://{host}:{port}{path} answered {}", r.status);
                 }
@@ -64,15 +56,7 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
         } => {
             let addr = SocketAddr::new(resolve(root, host)?, *port);
             poll(*deadline, || {
-                let r = request(
-                    addr,
-                    &format!("{host}:{port}"),
-                    "GET",
-                    "/json/",
-                    &[],
-                    b"",
-                    REQUEST_TIMEOUT,
-                )?;
+                let r = get(addr, host, *port, "/json/")?;
                 let alive = alive_workers(&r)?;
                 if alive < *workers {
                     bail!("http://{host}:{port}/json/ lists {alive} ALIVE workers, waiting for {workers}");
@@ -81,6 +65,19 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
             })
         }
     }
+}
+
+/// A plain GET with the check's timeout.
+fn get(addr: SocketAddr, host: &str, port: u16, path: &str) -> Result<crate::http::Response> {
+    request(
+        addr,
+        &format!("{host}:{port}"),
+        "GET",
+        path,
+        &[],
+        b"",
+        REQUEST_TIMEOUT,
+    )
 }
 
 fn poll(deadline: Duration, mut f: impl FnMut() -> Result<()>) -> Result<()> {

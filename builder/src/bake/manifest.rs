@@ -2,7 +2,6 @@
 //! URL and digest, the agent's digest) and what came out (file, size, sha256).
 //! It holds no timings, so the same inputs give the same manifest.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -58,16 +57,7 @@ pub fn describe(path: &Path) -> Result<Output> {
 
 /// Writes `manifest` as pretty JSON to `path`, atomically.
 pub fn write(manifest: &Manifest, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    serde_json::to_writer_pretty(&mut tmp, manifest)?;
-    tmp.write_all(b"\n")?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing manifest {}", path.display()))?;
-    Ok(())
+    let mut json = serde_json::to_vec_pretty(manifest)?;
+    json.push(b'\n');
+    crate::fsutil::write_atomic(path, &json, 0o644)
 }

@@ -13,11 +13,10 @@
 //! like the default user, and `ssh_pwauth: false` turns password logins off:
 //! root is reachable by key only, as in the LXC guests.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 pub mod iso;
@@ -166,25 +165,7 @@ pub fn render_network_config(net: &NetworkSettings) -> String {
 /// carry credentials.
 pub fn write_iso(files: &CidataFiles, out: &Path) -> Result<()> {
     let bytes = iso::build(files, crate::payload::default_mtime())?;
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cidata-")
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(&bytes)
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("syncing {}", tmp.path().display()))?;
-    tmp.persist(out)
-        .with_context(|| format!("renaming into {}", out.display()))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
-    Ok(())
+    crate::fsutil::write_atomic(out, &bytes, 0o600)
 }
 
 #[cfg(test)]

@@ -3,10 +3,9 @@
 //! template with the seed inside (containers). Every output is 0600: seeds
 //! carry the guest's credentials. `deploy` uses the same functions.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::bake::personalize;
 use crate::cidata;
@@ -87,7 +86,7 @@ pub fn run(args: Args) -> Result<()> {
     let seed = crate::seed::for_guest(&lab, &args.guest)?;
     let yaml = seed.to_yaml();
     match args.format {
-        Format::Yaml => write_private(&args.out, yaml.as_bytes())?,
+        Format::Yaml => crate::fsutil::write_atomic(&args.out, yaml.as_bytes(), 0o600)?,
         Format::Cidata => {
             let mut net = cidata::NetworkSettings::new(
                 guest.address,
@@ -118,21 +117,5 @@ pub fn run(args: Args) -> Result<()> {
         args.out.display()
     );
     println!("{}", args.out.display());
-    Ok(())
-}
-
-/// Writes `bytes` to `path` as a 0600 file, atomically.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    // NamedTempFile is created 0600 and stays so.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
