@@ -15,4 +15,5 @@ pub mod fsutil;
 pub mod lock;
 pub mod model;
 pub mod payload;
+pub mod ready;
 pub mod seed;
