@@ -12,6 +12,7 @@ pub mod commands;
 pub mod diag;
 pub mod fetch;
 pub mod fsutil;
+pub mod http;
 pub mod lock;
 pub mod model;
 pub mod payload;

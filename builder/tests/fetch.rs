@@ -958,3 +958,213 @@ fn binary_on_a_terminal_redraws_lines_in_place() {
     assert!(tty.contains("base: fetched 29.3 KiB in"), "{tty:?}");
     assert!(tty.contains("tool: fetched 29.3 KiB in"), "{tty:?}");
 }
+
+// ---- the shared HTTP configuration (crate::http) --------------------------------
+
+/// `openssl s_server -WWW` serving `root` over TLS with a certificate for
+/// 127.0.0.1 signed by a CA made for the test. Returns the server process, its
+/// port and the CA file.
+struct TlsServer {
+    child: std::process::Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl(1) is needed for the TLS tests: apt-get install openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        text(&out.stderr)
+    );
+}
+
+fn tls_server(root: &Path, keys: &Path) -> TlsServer {
+    openssl(
+        keys,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=imgbuild test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        keys,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+        ],
+    );
+    fs::write(keys.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        keys,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+            "-out",
+            "leaf.pem",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("openssl")
+        .current_dir(root)
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-cert")
+        .arg(keys.join("leaf.pem"))
+        .arg("-key")
+        .arg(keys.join("leaf.key"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start openssl s_server");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    TlsServer {
+        child,
+        port,
+        ca: keys.join("ca.pem"),
+    }
+}
+
+#[test]
+fn binary_https_needs_the_ca_and_trusts_an_extra_ca_file() {
+    let root = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let data = body(20_000, 60);
+    fs::write(root.path().join("base.tar.zst"), &data).unwrap();
+    let tls = tls_server(root.path(), keys.path());
+    let url = format!("https://127.0.0.1:{}/base.tar.zst", tls.port);
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("t.yaml");
+    fs::write(
+        &recipe,
+        format!(
+            "name: t\nkind: lxc\nbase:\n  url: {url}\n  digest: {}\n  format: tar.zst\npayload: []\n",
+            sha256(&data)
+        ),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let recipe = recipe.to_str().unwrap();
+    // Not in the system's roots: refused, and not retried (it would not change).
+    let started = std::time::Instant::now();
+    let out = imgbuild(cache.path(), &["fetch", "--recipe", recipe, "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains(&url) && err.contains("certificate"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    let ca = tls.ca.to_str().unwrap();
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", recipe, "-q", "--ca-file", ca],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let path = text(&out.stdout)
+        .trim()
+        .split('\t')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    assert_eq!(fs::read(path).unwrap(), data);
+}
+
+#[test]
+fn binary_honours_http_proxy_and_no_proxy() {
+    let proxy = Server::start();
+    let data = body(5_000, 61);
+    // A forward proxy receives the absolute URL as the request target.
+    let upstream = "http://artifacts.example.invalid/dl/tool";
+    proxy.route(upstream, vec![Reply::Body(data.clone())]);
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("t.yaml");
+    fs::write(
+        &recipe,
+        format!(
+            "name: t\nkind: lxc\nbase:\n  url: {upstream}\n  digest: {}\n  format: tar.zst\npayload: []\n",
+            sha256(&data)
+        ),
+    )
+    .unwrap();
+    let run = |cache: &Path, no_proxy: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["fetch", "--recipe", recipe.to_str().unwrap(), "-q"])
+            .args(["--retries", "0"])
+            .env_remove("IMGBUILD_MIRROR")
+            .env_remove("https_proxy")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY")
+            .env_remove("all_proxy")
+            .env_remove("NO_PROXY")
+            .env("http_proxy", proxy.url(""))
+            .env("HTTP_PROXY", proxy.url(""))
+            .env("no_proxy", no_proxy)
+            .output()
+            .unwrap()
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(cache.path(), "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(proxy.requests_for(upstream).len(), 1);
+    // NO_PROXY: the client goes direct (and the made-up host does not resolve).
+    let cache = tempfile::tempdir().unwrap();
+    let out = run(cache.path(), "example.invalid");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        proxy.requests_for(upstream).len(),
+        1,
+        "NO_PROXY was ignored"
+    );
+}

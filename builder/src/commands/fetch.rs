@@ -62,6 +62,11 @@ pub struct NetArgs {
     /// First retry delay in milliseconds (doubles per attempt, capped at 30 s).
     #[arg(long, value_name = "MS", default_value_t = 500, hide = true)]
     pub retry_delay_ms: u64,
+
+    /// Trust the CA certificates in this PEM file too, besides the system's
+    /// roots (e.g. a private mirror's CA). Proxies come from HTTPS_PROXY/NO_PROXY.
+    #[arg(long, value_name = "FILE", env = "IMGBUILD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl NetArgs {
@@ -76,6 +81,7 @@ impl NetArgs {
             } else {
                 ProgressMode::Auto
             },
+            ca_file: self.ca_file.clone(),
             ..FetchOptions::default()
         }
     }

@@ -6,34 +6,19 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use super::cache::Cache;
 use super::error::{fetch_error, FetchError};
-use super::hash::Hasher;
-use super::progress::Meter;
+use super::hash::{Hasher, HashingReader};
+use super::progress::{Meter, ProgressReader};
 use super::source::{Opened, Source};
 use super::BUF_SIZE;
 use crate::artifact::Digest;
 
-/// Retry policy: `retries` more attempts after the first, waiting
-/// `base * 2^n` (capped at `max`) before attempt n+1.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub retries: u32,
-    pub base: Duration,
-    pub max: Duration,
-}
-
-impl Backoff {
-    pub fn delay(&self, attempt: u32) -> Duration {
-        self.base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max)
-    }
-}
+/// The retry policy of [`crate::http`], under the fetcher's old name.
+pub type Backoff = crate::http::RetryPolicy;
 
 /// What the pipeline needs besides the source.
 pub struct Job<'a> {
@@ -219,29 +204,38 @@ fn attempt_once<'p>(
     });
     file.seek(SeekFrom::Start(*have))
         .with_context(|| format!("seeking in {}", partial.display()))?;
-    let mut reader = body.reader;
+    // source → progress → hash → partial file. The hasher moves into the stack for
+    // this attempt and comes back out (with what it saw) whatever the outcome.
+    let hashing = HashingReader::with_hasher(
+        ProgressReader::new(body.reader, m),
+        std::mem::replace(hasher, Hasher::new(job.digest.algo)),
+        *have,
+    );
+    let mut reader = hashing;
     let mut buf = vec![0u8; BUF_SIZE];
-    loop {
+    let copied = loop {
         let n = match reader.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => break Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                return Err(FetchError::Transport {
-                    url: location,
-                    message: format!("transfer interrupted after {} bytes: {e}", *have),
+                break Err(FetchError::Transport {
+                    url: location.clone(),
+                    message: format!("transfer interrupted after {} bytes: {e}", reader.len()),
                     retryable: true,
                 }
                 .into())
             }
         };
-        file.write_all(&buf[..n])
-            .with_context(|| format!("writing {}", partial.display()))?;
-        hasher.update(&buf[..n]);
-        *have += n as u64;
+        if let Err(e) = file.write_all(&buf[..n]) {
+            break Err(anyhow::Error::new(e).context(format!("writing {}", partial.display())));
+        }
         *transferred += n as u64;
-        m.advance(n as u64);
-    }
+    };
+    let (_, h, len) = reader.into_parts();
+    *hasher = h;
+    *have = len;
+    copied?;
     if let Some(total) = body.total {
         if *have != total {
             return Err(FetchError::Transport {
@@ -304,22 +298,5 @@ trait NoneOrEq {
 impl NoneOrEq for Option<u64> {
     fn is_none_or_eq(&self, v: u64) -> bool {
         self.map_or(true, |t| t == v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let b = Backoff {
-            retries: 5,
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        assert_eq!(b.delay(0), Duration::from_millis(100));
-        assert_eq!(b.delay(2), Duration::from_millis(400));
-        assert_eq!(b.delay(10), Duration::from_secs(1));
     }
 }

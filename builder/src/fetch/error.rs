@@ -3,8 +3,7 @@
 
 use crate::artifact::Digest;
 
-/// HTTP statuses worth retrying: timeouts, rate limits and transient server errors.
-pub const RETRYABLE_STATUSES: &[u16] = &[408, 429, 500, 502, 503, 504];
+pub use crate::http::RETRYABLE_STATUSES;
 
 /// Why one attempt at getting bytes from a source failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,8 @@
-//! Streaming hashers for the digest algorithms upstreams publish.
+//! Streaming hashers for the digest algorithms upstreams publish, and
+//! [`HashingReader`], a `Read` adapter that hashes what passes through it
+//! (downloads here, uploads in deploy, cached blobs read by bake).
+
+use std::io::Read;
 
 use sha2::Digest as _;
 
@@ -42,25 +46,84 @@ impl Hasher {
     }
 }
 
+/// A `Read` adapter that hashes every byte read through it. It has no other
+/// effect on the stream: stack it with decompression, progress or a file copy.
+///
+/// ```
+/// use std::io::Read;
+/// use imgbuild::artifact::DigestAlgo;
+/// use imgbuild::fetch::hash::HashingReader;
+/// let mut r = HashingReader::new(&b"abc"[..], DigestAlgo::Sha256);
+/// std::io::copy(&mut r, &mut std::io::sink()).unwrap();
+/// assert_eq!(r.len(), 3);
+/// assert!(r.digest().hex().starts_with("ba7816bf"));
+/// ```
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+    len: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R, algo: DigestAlgo) -> Self {
+        Self::with_hasher(inner, Hasher::new(algo), 0)
+    }
+
+    /// Continues a hash that already covers `len` earlier bytes (a resumed download).
+    pub fn with_hasher(inner: R, hasher: Hasher, len: u64) -> Self {
+        HashingReader { inner, hasher, len }
+    }
+
+    /// Bytes hashed so far (including the `len` given to [`Self::with_hasher`]).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The digest of the bytes read so far; reading may go on.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The reader, the hasher and the byte count, to continue later.
+    pub fn into_parts(self) -> (R, Hasher, u64) {
+        (self.inner, self.hasher, self.len)
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
 /// Hashes everything `reader` yields.
-pub fn hash_reader(
-    algo: DigestAlgo,
-    mut reader: impl std::io::Read,
-) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Hasher::new(algo);
+pub fn hash_reader(algo: DigestAlgo, mut reader: impl Read) -> std::io::Result<(Digest, u64)> {
+    let mut r = HashingReader::new(&mut reader, algo);
     let mut buf = vec![0u8; super::BUF_SIZE];
-    let mut total = 0u64;
     loop {
-        let n = match reader.read(&mut buf) {
+        match r.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
+        }
     }
-    Ok((hasher.finish(), total))
+    Ok((r.digest(), r.len()))
 }
 
 #[cfg(test)]
@@ -77,5 +140,21 @@ mod tests {
         );
         let (d, _) = hash_reader(DigestAlgo::Sha512, &b""[..]).unwrap();
         assert!(d.hex().starts_with("cf83e1357eefb8bdf1542850d66d8007"));
+    }
+
+    #[test]
+    fn hashing_reader_continues_a_prefix() {
+        let mut first = HashingReader::new(&b"ab"[..], DigestAlgo::Sha256);
+        std::io::copy(&mut first, &mut std::io::sink()).unwrap();
+        let (_, hasher, len) = first.into_parts();
+        let mut rest = HashingReader::with_hasher(&b"c"[..], hasher, len);
+        let mut out = Vec::new();
+        rest.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"c");
+        assert_eq!(rest.len(), 3);
+        assert_eq!(
+            rest.digest(),
+            hash_reader(DigestAlgo::Sha256, &b"abc"[..]).unwrap().0
+        );
     }
 }

@@ -8,7 +8,11 @@
 //! partial and resume it with `Range: bytes=N-` (its prefix is hashed again first),
 //! within a run (retries) and across runs. Retries: HTTP
 //! [`error::RETRYABLE_STATUSES`], connection errors and truncated bodies, with
-//! capped exponential backoff. A mirror (directory or URL) is asked first, by the
+//! capped exponential backoff ([`crate::http::RetryPolicy`]). HTTP goes through
+//! the project's one client configuration, [`crate::http`] (rustls with the
+//! system's roots, `HTTPS_PROXY`/`NO_PROXY`); the pipeline's stages are `Read`
+//! adapters ([`hash::HashingReader`], [`progress::ProgressReader`]) that other
+//! transfers (deploy's uploads) stack the same way. A mirror (directory or URL) is asked first, by the
 //! artifact's [file name](crate::artifact::ArtifactSpec::file_name); when it lacks
 //! the file (404 or no such file) the upstream URL serves it.
 //!
@@ -118,6 +122,8 @@ pub struct FetchOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response.
     pub read_timeout: Duration,
+    /// Extra CA certificates (PEM) trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for FetchOptions {
@@ -133,6 +139,28 @@ impl Default for FetchOptions {
             verify_cache: false,
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
+            ca_file: None,
+        }
+    }
+}
+
+impl FetchOptions {
+    /// The shared HTTP configuration these options amount to.
+    pub fn http(&self) -> crate::http::HttpConfig {
+        crate::http::HttpConfig {
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
+            ca_file: self.ca_file.clone(),
+            retry: self.backoff(),
+            ..crate::http::HttpConfig::default()
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            retries: self.retries,
+            base: self.retry_delay,
+            max: self.retry_max_delay,
         }
     }
 }
@@ -174,7 +202,7 @@ pub struct Fetched {
 pub struct Fetcher {
     cache: Cache,
     opts: FetchOptions,
-    agent: ureq::Agent,
+    client: reqwest::blocking::Client,
     progress: Progress,
 }
 
@@ -188,16 +216,12 @@ impl Fetcher {
                 bail!("mirror directory {} does not exist", d.display());
             }
         }
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(opts.connect_timeout)
-            .timeout_read(opts.read_timeout)
-            .user_agent(concat!("imgbuild/", env!("CARGO_PKG_VERSION")))
-            .build();
+        let client = opts.http().blocking_client()?;
         let progress = Progress::new(opts.progress, opts.progress_interval);
         Ok(Fetcher {
             cache: Cache::new(cache_dir),
             opts,
-            agent,
+            client,
             progress,
         })
     }
@@ -385,11 +409,7 @@ impl Fetcher {
     }
 
     fn backoff(&self) -> Backoff {
-        Backoff {
-            retries: self.opts.retries,
-            base: self.opts.retry_delay,
-            max: self.opts.retry_max_delay,
-        }
+        self.opts.backoff()
     }
 
     /// The sources to try for `url`, in order: the mirror's copy (if any), upstream.
@@ -412,7 +432,7 @@ impl Fetcher {
                         .push(&name);
                     out.push(Box::new(HttpSource {
                         url: u,
-                        agent: self.agent.clone(),
+                        client: self.client.clone(),
                         kind: "mirror",
                     }));
                 }
@@ -421,7 +441,7 @@ impl Fetcher {
         match url.scheme() {
             "http" | "https" => out.push(Box::new(HttpSource {
                 url: url.clone(),
-                agent: self.agent.clone(),
+                client: self.client.clone(),
                 kind: "upstream",
             })),
             other => bail!("{url}: unsupported scheme {other:?} (expected http or https)"),

@@ -1,8 +1,12 @@
 //! Download progress on stderr. On a terminal, one line per running download is
 //! redrawn in place; in a log (not a terminal), each download prints a plain line
 //! at most once per interval (1 s) plus a final line with size, time and rate.
+//!
+//! [`ProgressReader`] is the `Read` adapter that feeds a [`Meter`] (or anything
+//! that implements [`Advance`]) as bytes pass; an upload uses it the same way a
+//! download does, with [`Wording::UPLOAD`].
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +29,80 @@ impl ProgressMode {
             ProgressMode::Auto => ProgressMode::Plain,
             other => other,
         }
+    }
+}
+
+/// The verbs a meter's lines use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wording {
+    /// First plain line: `<label>: <starting> <from>`.
+    pub starting: &'static str,
+    /// Final line: `<label>: <finished> <size> in <secs> s (<rate>/s) <preposition> <from>`.
+    pub finished: &'static str,
+    pub preposition: &'static str,
+}
+
+impl Wording {
+    pub const FETCH: Wording = Wording {
+        starting: "fetching",
+        finished: "fetched",
+        preposition: "from",
+    };
+    pub const UPLOAD: Wording = Wording {
+        starting: "uploading to",
+        finished: "uploaded",
+        preposition: "to",
+    };
+}
+
+/// Something told how many more bytes went by.
+pub trait Advance {
+    fn advance(&mut self, n: u64);
+}
+
+impl<T: Advance + ?Sized> Advance for &mut T {
+    fn advance(&mut self, n: u64) {
+        (**self).advance(n)
+    }
+}
+
+/// A `Read` adapter that reports each read's byte count to `M` (a [`Meter`], a
+/// counter, a closure via [`FnAdvance`]). It does not change the bytes.
+pub struct ProgressReader<R, M> {
+    inner: R,
+    meter: M,
+}
+
+impl<R: Read, M: Advance> ProgressReader<R, M> {
+    pub fn new(inner: R, meter: M) -> Self {
+        ProgressReader { inner, meter }
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    pub fn into_inner(self) -> (R, M) {
+        (self.inner, self.meter)
+    }
+}
+
+impl<R: Read, M: Advance> Read for ProgressReader<R, M> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.meter.advance(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+/// A closure as an [`Advance`].
+pub struct FnAdvance<F>(pub F);
+
+impl<F: FnMut(u64)> Advance for FnAdvance<F> {
+    fn advance(&mut self, n: u64) {
+        (self.0)(n)
     }
 }
 
@@ -58,6 +136,18 @@ impl Progress {
 
     /// Starts showing a download of `label` from `from`; `done` bytes are already there.
     pub fn meter(&self, label: &str, from: &str, done: u64, total: Option<u64>) -> Meter<'_> {
+        self.meter_with(Wording::FETCH, label, from, done, total)
+    }
+
+    /// Like [`Progress::meter`], in other words (an upload's).
+    pub fn meter_with(
+        &self,
+        wording: Wording,
+        label: &str,
+        from: &str,
+        done: u64,
+        total: Option<u64>,
+    ) -> Meter<'_> {
         let id = {
             let mut b = self.board.lock().unwrap_or_else(|e| e.into_inner());
             b.next_id += 1;
@@ -66,6 +156,7 @@ impl Progress {
         let now = Instant::now();
         let meter = Meter {
             progress: self,
+            wording,
             id,
             label: label.to_string(),
             from: from.to_string(),
@@ -82,7 +173,7 @@ impl Progress {
                 } else {
                     String::new()
                 };
-                self.permanent(&format!("{label}: fetching {from}{resume}"));
+                self.permanent(&format!("{label}: {} {from}{resume}", wording.starting));
             }
             ProgressMode::Terminal => self.update(id, meter.line(), true),
             _ => {}
@@ -151,6 +242,7 @@ impl Progress {
 /// One download's progress.
 pub struct Meter<'a> {
     progress: &'a Progress,
+    wording: Wording,
     id: usize,
     label: String,
     from: String,
@@ -159,6 +251,12 @@ pub struct Meter<'a> {
     done: u64,
     total: Option<u64>,
     last_line: Instant,
+}
+
+impl Advance for Meter<'_> {
+    fn advance(&mut self, n: u64) {
+        Meter::advance(self, n)
+    }
 }
 
 impl Meter<'_> {
@@ -207,11 +305,13 @@ impl Meter<'_> {
     /// The final line: size, time, rate and where it came from.
     pub fn done(self) {
         let line = format!(
-            "{}: fetched {} in {:.2} s ({}/s) from {}",
+            "{}: {} {} in {:.2} s ({}/s) {} {}",
             self.label,
+            self.wording.finished,
             size(self.done),
             self.started.elapsed().as_secs_f64(),
             size(self.rate() as u64),
+            self.wording.preposition,
             self.from
         );
         self.progress.finish(self.id, &line);
@@ -220,9 +320,10 @@ impl Meter<'_> {
     /// Removes the line without a success message (the caller reports the error).
     pub fn failed(self, why: &str) {
         let line = format!(
-            "{}: failed after {} from {}: {why}",
+            "{}: failed after {} {} {}: {why}",
             self.label,
             size(self.done),
+            self.wording.preposition,
             self.from
         );
         self.progress.finish(self.id, &line);
@@ -254,5 +355,23 @@ mod tests {
         assert_eq!(size(10), "10 B");
         assert_eq!(size(1536), "1.5 KiB");
         assert_eq!(size(300 * 1024 * 1024), "300.0 MiB");
+    }
+
+    #[test]
+    fn progress_reader_counts_what_passes() {
+        let mut seen = Vec::new();
+        let mut r = ProgressReader::new(&b"hello world"[..], FnAdvance(|n| seen.push(n)));
+        let mut buf = [0u8; 4];
+        let mut out = Vec::new();
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let _ = r.into_inner();
+        assert_eq!(out, b"hello world");
+        assert_eq!(seen, vec![4, 4, 3]);
     }
 }

@@ -1,5 +1,5 @@
 //! Where artifact bytes come from: one trait, two implementations (an HTTP(S)
-//! URL via ureq, a file in a mirror directory). Both can start at an offset so
+//! URL via reqwest's blocking client, a file in a mirror directory). Both can start at an offset so
 //! an interrupted download resumes.
 
 use std::fs::File;
@@ -80,10 +80,10 @@ impl Source for DirSource {
     }
 }
 
-/// An HTTP(S) URL.
+/// An HTTP(S) URL, fetched with the shared blocking client of [`crate::http`].
 pub struct HttpSource {
     pub url: Url,
-    pub agent: ureq::Agent,
+    pub client: reqwest::blocking::Client,
     pub kind: &'static str,
 }
 
@@ -98,43 +98,33 @@ impl Source for HttpSource {
 
     fn open(&self, offset: u64) -> Result<Opened, FetchError> {
         let url = self.location();
-        let mut req = self.agent.request_url("GET", &self.url);
+        let mut req = self.client.get(self.url.clone());
         if offset > 0 {
-            req = req.set("Range", &format!("bytes={offset}-"));
+            req = req.header(reqwest::header::RANGE, format!("bytes={offset}-"));
         }
-        let resp = match req.call() {
-            Ok(resp) => resp,
-            Err(ureq::Error::Status(416, resp)) => {
-                let total = resp
-                    .header("Content-Range")
-                    .and_then(|v| content_range(v).map(|r| r.2));
-                return Ok(Opened::PastEnd { total });
-            }
-            Err(ureq::Error::Status(status, _)) => return Err(FetchError::Status { url, status }),
-            Err(ureq::Error::Transport(t)) => {
-                use ureq::ErrorKind::*;
-                let retryable = matches!(
-                    t.kind(),
-                    Dns | ConnectionFailed | Io | BadStatus | ProxyConnect
-                );
-                return Err(FetchError::Transport {
-                    url,
-                    message: transport_message(&t),
-                    retryable,
-                });
-            }
+        let resp = req.send().map_err(|e| FetchError::Transport {
+            url: url.clone(),
+            message: crate::http::error_message(&e),
+            retryable: crate::http::error_is_retryable(&e),
+        })?;
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         };
-        let length: Option<u64> = resp
-            .header("Content-Length")
-            .and_then(|v| v.trim().parse().ok());
-        match resp.status() {
+        let length: Option<u64> =
+            header(reqwest::header::CONTENT_LENGTH).and_then(|v| v.trim().parse().ok());
+        match resp.status().as_u16() {
             200 => Ok(Opened::Body(Body {
-                reader: Box::new(resp.into_reader()),
+                reader: Box::new(resp),
                 start: 0,
                 total: length,
             })),
             206 => {
-                let range = resp.header("Content-Range").and_then(content_range);
+                let range = header(reqwest::header::CONTENT_RANGE)
+                    .as_deref()
+                    .and_then(content_range);
                 let Some((start, _end, total)) = range else {
                     return Err(FetchError::Transport {
                         url,
@@ -143,27 +133,21 @@ impl Source for HttpSource {
                     });
                 };
                 Ok(Opened::Body(Body {
-                    reader: Box::new(resp.into_reader()),
+                    reader: Box::new(resp),
                     start,
                     total: Some(total),
                 }))
+            }
+            416 => {
+                let total = header(reqwest::header::CONTENT_RANGE)
+                    .as_deref()
+                    .and_then(|v| content_range(v).map(|r| r.2));
+                Ok(Opened::PastEnd { total })
             }
             status => Err(FetchError::Status { url, status }),
         }
     }
 }
-
-/// ureq's transport errors repeat the URL; keep the cause only.
-fn transport_message(t: &ureq::Transport) -> String {
-    match (t.message(), t.source()) {
-        (Some(m), Some(s)) => format!("{}: {m}: {s}", t.kind()),
-        (Some(m), None) => format!("{}: {m}", t.kind()),
-        (None, Some(s)) => format!("{}: {s}", t.kind()),
-        (None, None) => t.kind().to_string(),
-    }
-}
-
-use std::error::Error as _;
 
 /// Parses `bytes START-END/TOTAL` (206) or `bytes */TOTAL` (416, start and end = 0).
 fn content_range(value: &str) -> Option<(u64, u64, u64)> {
