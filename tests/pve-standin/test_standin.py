@@ -1,0 +1,364 @@
+"""Self-tests of the PVE API stand-in: the real process, driven with curl.
+
+Run: python3 -m unittest discover -s tests/pve-standin -p 'test_*.py'
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STANDIN = os.path.join(HERE, "pve_standin.py")
+SECRET = "8a1c0000-1111-2222-3333-444455556666"
+TOKEN = "PVEAPIToken=root@pam!imgbuild=" + SECRET
+WEAK = "PVEAPIToken=deploy@pve!weak=weak-secret"
+UPID_RE = re.compile(r"UPID:pve:[0-9A-F]{8}:[0-9A-F]{8}:[0-9A-F]{8}:(\w+):(\d*):root@pam!imgbuild:")
+ALL_PRIVS = ["VM.Allocate", "VM.Audit", "VM.Config.Disk", "VM.Config.CPU", "VM.Config.Memory",
+             "VM.Config.Network", "VM.Config.Options", "VM.Config.Cloudinit", "VM.Config.CDROM",
+             "VM.Config.HWType", "VM.PowerMgmt", "VM.Snapshot", "Datastore.Allocate",
+             "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Datastore.Audit", "SDN.Use",
+             "Sys.Audit", "Sys.Modify"]
+
+
+def config(version="8.4.1"):
+    return {
+        "version": version,
+        "nodes": [{"name": "pve", "online": True, "bridges": ["vmbr0"], "storages": [
+            {"storage": "local", "type": "dir", "content": ["iso", "vztmpl", "import", "backup", "snippets"],
+             "enabled": True, "shared": False, "total": 100000000000},
+            {"storage": "local-lvm", "type": "lvmthin", "content": ["images", "rootdir"], "enabled": True,
+             "shared": False, "total": 500000000000}]}],
+        "tokens": [{"userid": "root@pam", "tokenid": "imgbuild", "secret": SECRET, "privileges": {"/": ALL_PRIVS}},
+                   {"userid": "deploy@pve", "tokenid": "weak", "secret": "weak-secret",
+                    "privileges": {"/": ["VM.Audit", "Datastore.Audit"], "/storage": ["Datastore.Audit"]}}],
+        "task_ms": 150,
+        "auth_fail_delay_ms": 0,
+    }
+
+
+class StandIn:
+    def __init__(self, cfg):
+        self.dir = tempfile.mkdtemp(prefix="pve-standin-test-")
+        path = os.path.join(self.dir, "config.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+        self.state = os.path.join(self.dir, "state")
+        self.proc = subprocess.Popen([sys.executable, STANDIN, "--config", path, "--state", self.state],
+                                     stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("stand-in did not start (exit %s)" % self.proc.wait())
+        self.info = json.loads(line)
+        self.base = "https://127.0.0.1:%d" % self.info["port"]
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+        self.proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def curl(self, method, path, *args, token=TOKEN, api=True):
+        """(http status, parsed body or text, curl exit code)."""
+        url = self.base + ("/api2/json" if api else "") + path
+        cmd = ["curl", "-sS", "-k", "-X", method, "-o", "-", "-w", "\n%{http_code}", url]
+        if token:
+            cmd += ["-H", "Authorization: " + token]
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True)
+        out, _, code = r.stdout.rpartition("\n")
+        try:
+            body = json.loads(out) if out else None
+        except ValueError:
+            body = out
+        return int(code or 0), body, r.returncode
+
+    def ok(self, method, path, *args, **kw):
+        st, body, rc = self.curl(method, path, *args, **kw)
+        if st != 200:
+            raise AssertionError("%s %s: %s %s" % (method, path, st, body))
+        return body["data"]
+
+    def wait(self, upid, timeout=10):
+        enc = urllib.parse.quote(upid, safe="")
+        end = time.time() + timeout
+        while time.time() < end:
+            st = self.ok("GET", "/nodes/pve/tasks/%s/status" % enc)
+            if st["status"] == "stopped":
+                return st
+            time.sleep(0.05)
+        raise AssertionError("task %s still running" % upid)
+
+    def control(self, method, path, data=None):
+        args = ["-H", "Content-Type: application/json", "--data-binary", json.dumps(data)] if data is not None else []
+        st, body, _ = self.curl(method, "/__standin/" + path, *args, token=None, api=False)
+        assert st == 200, (path, st, body)
+        return body
+
+
+def enc(**kw):
+    return ["--data-urlencode", "%s=%s" % kw.popitem()] if len(kw) == 1 else \
+        [x for k, v in kw.items() for x in ("--data-urlencode", "%s=%s" % (k, v))]
+
+
+class StandInTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.s = StandIn(config())
+        cls.tmp = tempfile.mkdtemp(prefix="pve-standin-files-")
+        cls.qcow2 = os.path.join(cls.tmp, "debian.qcow2")
+        with open(cls.qcow2, "wb") as f:  # a qcow2 v3 header: 3 GiB virtual size
+            f.write(b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(16) + (3 << 30).to_bytes(8, "big") + bytes(480))
+        cls.iso = os.path.join(cls.tmp, "seed.iso")
+        with open(cls.iso, "wb") as f:
+            f.write(os.urandom(70000))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.s.close()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def setUp(self):
+        self.s.control("PUT", "faults", {"rate": 0})
+
+    def upload(self, content, path, name=None, checksum=None, extra=(), token=TOKEN):
+        args = ["-F", "content=" + content]
+        if checksum:
+            args += ["-F", "checksum-algorithm=sha256", "-F", "checksum=" + checksum]
+        args += ["-F", "filename=@%s%s" % (path, ";filename=" + name if name else "")]
+        return self.s.curl("POST", "/nodes/pve/storage/local/upload", *(args + list(extra)), token=token)
+
+    def test_certificate_and_fingerprint(self):
+        out = subprocess.run(["openssl", "x509", "-in", self.s.info["cert"], "-noout", "-fingerprint",
+                              "-sha256", "-subject", "-ext", "subjectAltName"],
+                             capture_output=True, text=True, check=True).stdout
+        self.assertIn("Fingerprint=" + self.s.info["fingerprint"], out)
+        self.assertIn("CN = pve", out)
+        self.assertIn("IP Address:127.0.0.1", out)
+        self.assertEqual(os.stat(os.path.join(self.s.state, "pve-ssl.key")).st_mode & 0o777, 0o600)
+        # a real client verifying against the certificate (no -k)
+        r = subprocess.run(["curl", "-sS", "--cacert", self.s.info["cert"], "-H", "Authorization: " + TOKEN,
+                            self.s.base + "/api2/json/version"], capture_output=True, text=True)
+        self.assertEqual(json.loads(r.stdout)["data"]["release"], "8.4", r.stderr)
+
+    def test_schema_rejects_unknown_param_bad_enum_bad_net0_subkey(self):
+        st, body, _ = self.s.curl("POST", "/nodes/pve/qemu", *enc(
+            vmid="150", bogus="1", scsihw="nope", net0="virtio,bridge=vmbr0,colour=blue", onboot="true"))
+        self.assertEqual(st, 400)
+        self.assertEqual(body["message"], "Parameter verification failed.\n")
+        e = body["errors"]
+        self.assertEqual(e["bogus"], "property is not defined in schema and the schema does not allow additional properties")
+        self.assertTrue(e["scsihw"].startswith("value 'nope' does not have a value in the enumeration 'lsi, "), e)
+        self.assertEqual(e["net0"], "invalid format - invalid key in comma-separated list property: colour\n")
+        self.assertEqual(e["onboot"], "type check ('boolean') failed - got 'true'")
+        self.assertNotIn("150", self.s.control("GET", "state")["guests"])
+
+    def test_form_body_splits_on_semicolon(self):
+        upid = self.s.ok("POST", "/nodes/pve/qemu", "--data-binary", "vmid=151;cores=3;name=semi&memory=1024")
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        conf = self.s.ok("GET", "/nodes/pve/qemu/151/config")
+        self.assertEqual((conf["cores"], conf["name"], conf["memory"]), (3, "semi", "1024"))
+        # an unencoded ';' inside a value cuts it: "tags=a;b" sends a parameter "b"
+        st, body, _ = self.s.curl("PUT", "/nodes/pve/qemu/151/config", "--data-binary", "tags=a;b")
+        self.assertEqual(st, 400)
+        self.assertIn("b", body["errors"])
+
+    def test_upload_checksums(self):
+        import hashlib
+        with open(self.qcow2, "rb") as f:
+            good = hashlib.sha256(f.read()).hexdigest()
+        st, body, _ = self.upload("import", self.qcow2, checksum=good)
+        self.assertEqual(st, 200, body)
+        self.assertRegex(body["data"], UPID_RE)
+        self.assertEqual(UPID_RE.fullmatch(body["data"]).group(1), "imgcopy")
+        self.assertEqual(self.s.wait(body["data"])["exitstatus"], "OK")
+        st, body, _ = self.upload("iso", self.iso, name="bad.iso", checksum="00" * 32)
+        self.assertEqual(st, 200, body)
+        status = self.s.wait(body["data"])
+        self.assertTrue(status["exitstatus"].startswith("checksum mismatch: got '"), status)
+        self.assertTrue(status["exitstatus"].endswith("' != expect '%s'" % ("00" * 32)), status)
+        vols = {v["volid"]: v for v in self.s.ok("GET", "/nodes/pve/storage/local/content")}
+        self.assertEqual(vols["local:import/debian.qcow2"]["size"], os.path.getsize(self.qcow2))
+        self.assertNotIn("local:iso/bad.iso", vols)
+        self.assertEqual(os.listdir(os.path.join(self.s.state, "tmp")), [])
+
+    def test_upload_needs_content_length(self):
+        st, body, _ = self.upload("iso", self.iso, extra=["-H", "Transfer-Encoding: chunked"])
+        self.assertEqual((st, body), (501, "chunked transfer encoding not supported"))
+        # no Content-Length and no chunking: the body is not read as an upload at all
+        st, body, _ = self.s.curl("POST", "/nodes/pve/storage/local/upload", "--http1.0", "-H", "Content-Length:",
+                                  "-H", "Content-Type: multipart/form-data; boundary=x", "--data-binary", "@" + self.iso)
+        self.assertEqual(st, 400)
+        self.assertEqual(body["errors"]["content"], "property is missing and it is not optional")
+        # the file part before `content`: PVE's parser never sees `content`
+        st, body, _ = self.s.curl("POST", "/nodes/pve/storage/local/upload",
+                                  "-F", "filename=@" + self.iso, "-F", "content=iso")
+        self.assertEqual((st, body["errors"]), (400, {"content": "property is missing and it is not optional"}))
+        # a file part not named `filename`
+        st, body, _ = self.s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=iso", "-F", "file=@" + self.iso)
+        self.assertEqual(st, 500)
+        self.assertEqual(body, "wrong field name 'file' for file upload, expected 'filename'")
+
+    def test_create_task_lifecycle(self):
+        upid = self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="152", cores="2", name="life",
+                                                        scsi0="local-lvm:4", net0="virtio,bridge=vmbr0"))
+        m = UPID_RE.fullmatch(upid)
+        self.assertEqual(m.groups(), ("qmcreate", "152"))
+        enc_upid = urllib.parse.quote(upid, safe="")
+        st = self.s.ok("GET", "/nodes/pve/tasks/%s/status" % enc_upid)
+        self.assertEqual((st["status"], st["user"], st["tokenid"], st["type"]), ("running", "root@pam", "imgbuild", "qmcreate"))
+        res = [r for r in self.s.ok("GET", "/cluster/resources", "-G", "-d", "type=vm") if r["vmid"] == 152]
+        self.assertEqual(res[0]["lock"], "create")
+        st = self.s.wait(upid)
+        self.assertEqual(st["exitstatus"], "OK")
+        log = self.s.ok("GET", "/nodes/pve/tasks/%s/log" % enc_upid)
+        self.assertEqual(log[-1], {"n": len(log), "t": "TASK OK"})
+        res = [r for r in self.s.ok("GET", "/cluster/resources", "-G", "-d", "type=vm") if r["vmid"] == 152][0]
+        self.assertNotIn("lock", res)
+        self.assertEqual((res["name"], res["maxcpu"], res["maxdisk"], res["status"]), ("life", 2, 4 << 30, "stopped"))
+        conf = self.s.ok("GET", "/nodes/pve/qemu/152/config")
+        self.assertEqual(conf["scsi0"], "local-lvm:vm-152-disk-0,size=4G")
+        self.assertRegex(conf["net0"], r"^virtio=BC:24:11:[0-9A-F:]{8},bridge=vmbr0$")
+        st, body, _ = self.s.curl("POST", "/nodes/pve/qemu", *enc(vmid="152"))
+        self.assertEqual((st, body["message"]), (500, "unable to create VM 152 - VM 152 already exists on node 'pve'\n"))
+        # start, destroy refused while running, stop, destroy
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/152/status/start"))["exitstatus"], "OK")
+        st, body, _ = self.s.curl("DELETE", "/nodes/pve/qemu/152")
+        self.assertEqual((st, body["message"]), (500, "VM 152 is running - destroy failed\n"))
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/152/status/stop"))
+        self.s.wait(self.s.ok("DELETE", "/nodes/pve/qemu/152", "-G", "-d", "purge=1", "-d", "destroy-unreferenced-disks=1"))
+        state = self.s.control("GET", "state")
+        self.assertNotIn("152", state["guests"])
+        self.assertNotIn("local-lvm:vm-152-disk-0", state["volumes"]["pve"]["local-lvm"])
+
+    def test_import_from_and_resize(self):
+        self.s.wait(self.upload("import", self.qcow2, name="vm.qcow2")[1]["data"])
+        self.s.wait(self.upload("iso", self.iso, name="seed-160.iso")[1]["data"])
+        upid = self.s.ok("POST", "/nodes/pve/qemu", *enc(
+            vmid="160", scsi0="local-lvm:0,import-from=local:import/vm.qcow2,discard=on",
+            ide2="local:iso/seed-160.iso,media=cdrom", start="1", serial0="socket",
+            sshkeys=urllib.parse.quote("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b\n", safe="")))
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        conf = self.s.ok("GET", "/nodes/pve/qemu/160/config")
+        self.assertEqual(conf["scsi0"], "local-lvm:vm-160-disk-0,discard=on,size=3G")
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/160/status/current")["status"], "running")
+        st = self.s.wait(self.s.ok("PUT", "/nodes/pve/qemu/160/resize", *enc(disk="scsi0", size="+2G")))
+        self.assertEqual(st["exitstatus"], "OK")
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/160/config")["scsi0"], "local-lvm:vm-160-disk-0,discard=on,size=5G")
+        st = self.s.wait(self.s.ok("PUT", "/nodes/pve/qemu/160/resize", *enc(disk="scsi0", size="4G")))
+        self.assertEqual(st["exitstatus"], "shrinking disks is not supported")
+        # raw spaces in sshkeys are refused (it must itself be percent-encoded)
+        st, body, _ = self.s.curl("PUT", "/nodes/pve/qemu/160/config", *enc(sshkeys="ssh-ed25519 AAAA a@b"))
+        self.assertEqual(st, 400)
+        self.assertTrue(body["errors"]["sshkeys"].startswith("invalid format - invalid urlencoded string"))
+
+    def test_lxc_create(self):
+        tmpl = os.path.join(self.tmp, "debian-12-standard_12.7-1_amd64.tar.zst")
+        with open(tmpl, "wb") as f:
+            f.write(b"\x28\xb5\x2f\xfd" + os.urandom(1000))
+        self.s.wait(self.upload("vztmpl", tmpl)[1]["data"])
+        upid = self.s.ok("POST", "/nodes/pve/lxc", *enc(
+            vmid="200", ostemplate="local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", rootfs="local-lvm:8",
+            net0="name=eth0,bridge=vmbr0,ip=192.168.1.200/24,gw=192.168.1.1,hwaddr=BC:24:11:00:00:01",
+            unprivileged="1", features="nesting=1", nameserver="192.168.1.1", hostname="minio",
+            onboot="1", start="1", tags="imgbuild;lab", cores="2", memory="2048",
+            **{"ssh-public-keys": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"}))
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        conf = self.s.ok("GET", "/nodes/pve/lxc/200/config")
+        self.assertEqual(conf["rootfs"], "local-lvm:vm-200-disk-0,size=8G")
+        self.assertEqual(conf["net0"], "name=eth0,bridge=vmbr0,gw=192.168.1.1,hwaddr=BC:24:11:00:00:01,ip=192.168.1.200/24,type=veth")
+        res = [r for r in self.s.ok("GET", "/cluster/resources", "-G", "-d", "type=vm") if r["vmid"] == 200][0]
+        self.assertEqual((res["type"], res["name"], res["status"], res["tags"]), ("lxc", "minio", "running", "imgbuild;lab"))
+        # a missing bridge fails the start task with PVE's text
+        self.s.wait(self.s.ok("POST", "/nodes/pve/lxc/200/status/stop"))
+        self.s.ok("PUT", "/nodes/pve/lxc/200/config", *enc(net0="name=eth0,bridge=vmbr9"))
+        st = self.s.wait(self.s.ok("POST", "/nodes/pve/lxc/200/status/start"))
+        self.assertEqual(st["exitstatus"], "bridge 'vmbr9' does not exist")
+
+    def test_auth_401_and_403(self):
+        st, body, _ = self.s.curl("GET", "/version", token=None)
+        self.assertEqual(st, 401)
+        st, body, _ = self.s.curl("GET", "/version", token="PVEAPIToken=root@pam!imgbuild=wrong")
+        self.assertEqual(st, 401)
+        self.assertEqual(self.s.curl("GET", "/version", token="PVEAPIToken root@pam!imgbuild=" + SECRET)[0], 200)
+        st, body, _ = self.s.curl("POST", "/nodes/pve/qemu", *enc(vmid="170"), token=WEAK)
+        self.assertEqual((st, body["message"]), (403, "Permission check failed\n"))
+        st, body, _ = self.s.curl("DELETE", "/nodes/pve/qemu/170", token=WEAK)
+        self.assertEqual((st, body["message"]), (403, "Permission check failed (/vms/170, VM.Allocate)\n"))
+        st, body, _ = self.upload("iso", self.iso, token=WEAK)
+        self.assertEqual(st, 403)  # checked before the body is read, no JSON body
+        perms = self.s.ok("GET", "/access/permissions", token=WEAK)
+        self.assertEqual(perms, {"/": {"Datastore.Audit": 1, "VM.Audit": 1}, "/storage": {"Datastore.Audit": 1}})
+
+    def test_unknown_path_501(self):
+        st, body, _ = self.s.curl("GET", "/nodes/pve/nosuch")
+        self.assertEqual((st, body["message"]), (501, "Method 'GET /nodes/pve/nosuch' not implemented\n"))
+
+    def test_fault_drop_after_applies_the_effect(self):
+        self.s.control("POST", "requests/reset")
+        self.s.control("PUT", "faults", {"rate": 1.0, "seed": 7, "kinds": ["drop_after"]})
+        st, body, rc = self.s.curl("POST", "/nodes/pve/qemu", *enc(vmid="180", cores="1"))
+        self.assertEqual((st, rc), (0, 52), body)  # curl: empty reply from server
+        self.s.control("PUT", "faults", {"rate": 0})
+        reqs = self.s.control("GET", "requests")
+        self.assertEqual(reqs[0]["fault"], "drop_after")
+        self.assertTrue(reqs[0]["mutating"])
+        time.sleep(0.4)
+        self.assertIn("180", self.s.control("GET", "state")["guests"])
+        self.assertEqual(self.s.control("GET", "state")["guests"]["180"]["config"]["cores"], "1")
+
+    def test_fault_task_fail_has_no_effect(self):
+        self.s.control("PUT", "faults", {"rate": 1.0, "seed": 1, "kinds": ["task_fail"]})
+        upid = self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="181"))
+        self.s.control("PUT", "faults", {"rate": 0})
+        st = self.s.wait(upid)
+        self.assertNotEqual(st["exitstatus"], "OK")
+        self.assertNotIn("181", self.s.control("GET", "state")["guests"])
+
+
+class OldVersionTest(unittest.TestCase):
+    def test_pve_8_3_has_no_import(self):
+        s = StandIn(config("8.3.5"))
+        try:
+            storages = s.ok("GET", "/nodes/pve/storage")
+            self.assertEqual([x["content"] for x in storages if x["storage"] == "local"], ["backup,iso,snippets,vztmpl"])
+            path = os.path.join(s.dir, "x.qcow2")
+            with open(path, "wb") as f:
+                f.write(b"QFI\xfb" + bytes(508))
+            st, body, _ = s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=import", "-F", "filename=@" + path)
+            self.assertEqual(st, 400)
+            self.assertEqual(body["errors"]["content"], "value 'import' does not have a value in the enumeration 'iso, vztmpl'")
+            st, body, _ = s.curl("POST", "/nodes/pve/qemu", *enc(vmid="100", scsi0="local-lvm:0,import-from=local:import/x.qcow2"))
+            self.assertEqual(st, 500)
+            self.assertIn("import/x.qcow2", body["message"])
+        finally:
+            s.close()
+
+
+class UploadMemoryTest(unittest.TestCase):
+    def test_1gib_sparse_upload_keeps_rss_flat(self):
+        s = StandIn(config())
+        try:
+            path = os.path.join(s.dir, "big.raw")
+            with open(path, "wb") as f:
+                f.truncate(1 << 30)
+            st, body, _ = s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=import",
+                                 "-F", "filename=@" + path)
+            self.assertEqual(st, 200, body)
+            self.assertEqual(s.wait(body["data"], timeout=60)["exitstatus"], "OK")
+            with open("/proc/%d/status" % s.proc.pid) as f:
+                hwm = int(re.search(r"VmHWM:\s+(\d+) kB", f.read()).group(1))
+            sys.stderr.write("\nstand-in VmHWM after a 1 GiB upload: %.1f MiB\n" % (hwm / 1024))
+            self.assertLess(hwm, 64 * 1024)
+            vols = {v["volid"]: v for v in s.ok("GET", "/nodes/pve/storage/local/content")}
+            self.assertEqual(vols["local:import/big.raw"]["size"], 1 << 30)
+        finally:
+            s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
