@@ -396,6 +396,7 @@ class Handler(BaseHTTPRequestHandler):
         with c.lock:
             c.check_api2(info.get("permissions"), user, params)
             schema.validate(params, info)
+            params = schema.normalize(params)
             if not c.has_import:
                 self.reject_import(params)
             if kind == "upload":

@@ -320,6 +320,69 @@ class StandInTest(unittest.TestCase):
         self.assertNotIn("181", self.s.control("GET", "state")["guests"])
 
 
+    def test_json_body_and_config_update(self):
+        body = json.dumps({"vmid": 190, "cores": 1, "onboot": True, "name": "js", "scsi0": "local-lvm:2"})
+        upid = self.s.ok("POST", "/nodes/pve/qemu", "-H", "Content-Type: application/json", "--data-binary", body)
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        conf = self.s.ok("GET", "/nodes/pve/qemu/190/config")
+        self.assertEqual((conf["onboot"], conf["cores"]), (1, 1))
+        st, b2, _ = self.s.curl("PUT", "/nodes/pve/qemu/190/config", "-H", "Content-Type: application/json",
+                                "--data-binary", json.dumps({"cores": "two"}))
+        self.assertEqual(b2["errors"], {"cores": "type check ('integer') failed - got 'two'"})
+        self.assertIsNone(self.s.ok("PUT", "/nodes/pve/qemu/190/config", *enc(cores="4", delete="onboot")))
+        conf = self.s.ok("GET", "/nodes/pve/qemu/190/config")
+        self.assertEqual(conf["cores"], 4)
+        self.assertNotIn("onboot", conf)
+        st, b3, _ = self.s.curl("PUT", "/nodes/pve/qemu/190/config", *enc(cores="2", digest="0" * 40))
+        self.assertEqual((st, b3["message"]), (500, "detected modified configuration - file changed by other user? Try again.\n"))
+        upid = self.s.ok("POST", "/nodes/pve/qemu/190/config", *enc(memory="4096"))
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/190/config")["memory"], "4096")
+
+    def test_snapshots(self):
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="191", cores="1")))
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/191/snapshot", *enc(snapname="before", description="pre")))
+        self.s.ok("PUT", "/nodes/pve/qemu/191/config", *enc(cores="8"))
+        snaps = self.s.ok("GET", "/nodes/pve/qemu/191/snapshot")
+        self.assertEqual([x["name"] for x in snaps], ["before", "current"])
+        self.assertEqual(snaps[1]["parent"], "before")
+        st = self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/191/snapshot", *enc(snapname="before")))
+        self.assertEqual(st["exitstatus"], "snapshot name 'before' already used")
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/191/snapshot/before/rollback"))["exitstatus"], "OK")
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/191/config")["cores"], 1)
+        self.s.wait(self.s.ok("DELETE", "/nodes/pve/qemu/191/snapshot/before"))
+        self.assertEqual([x["name"] for x in self.s.ok("GET", "/nodes/pve/qemu/191/snapshot")], ["current"])
+
+    def test_backup_jobs(self):
+        self.assertIsNone(self.s.ok("POST", "/cluster/backup", *enc(
+            id="imgbuild-lab", vmid="100,200", storage="local", schedule="sun 01:00", mode="snapshot",
+            **{"prune-backups": "keep-last=3"})))
+        job = self.s.ok("GET", "/cluster/backup/imgbuild-lab")
+        self.assertEqual((job["vmid"], job["schedule"], job["enabled"]), ("100,200", "sun 01:00", 1))
+        self.assertEqual([j["id"] for j in self.s.ok("GET", "/cluster/backup")], ["imgbuild-lab"])
+        st, body, _ = self.s.curl("POST", "/cluster/backup", *enc(id="imgbuild-lab", vmid="100"))
+        self.assertEqual(st, 500)
+        self.s.ok("PUT", "/cluster/backup/imgbuild-lab", *enc(vmid="100"))
+        self.assertEqual(self.s.ok("GET", "/cluster/backup/imgbuild-lab")["vmid"], "100")
+        self.s.ok("DELETE", "/cluster/backup/imgbuild-lab")
+        self.assertEqual(self.s.ok("GET", "/cluster/backup"), [])
+
+
+class VersionTest(unittest.TestCase):
+    def test_pve_9_1_uses_its_schema(self):
+        s = StandIn(config("9.1.2"))
+        try:
+            self.assertEqual(s.ok("GET", "/version")["release"], "9.1")
+            upid = s.ok("POST", "/nodes/pve/qemu", *enc(vmid="100", **{"allow-ksm": "0"}))
+            self.assertEqual(s.wait(upid)["exitstatus"], "OK")
+            s.control("PUT", "config", {"version": "8.4.1"})
+            st, body, _ = s.curl("POST", "/nodes/pve/qemu", *enc(vmid="101", **{"allow-ksm": "0"}))
+            self.assertEqual(body["errors"]["allow-ksm"],
+                             "property is not defined in schema and the schema does not allow additional properties")
+        finally:
+            s.close()
+
+
 class OldVersionTest(unittest.TestCase):
     def test_pve_8_3_has_no_import(self):
         s = StandIn(config("8.3.5"))

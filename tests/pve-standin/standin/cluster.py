@@ -82,6 +82,7 @@ class Cluster:
         self._timers = []
         self._timer_seq = 0
         self._timer_cv = threading.Condition(self.lock)
+        self._busy = {}         # vmid -> monotonic time its last queued task ends
         self.apply_config(config)
         threading.Thread(target=self._run_timers, daemon=True, name="tasks").start()
 
@@ -315,8 +316,6 @@ class Cluster:
                 self._busy[busy_key] = end
             self._schedule(end, lambda: self._finish(task, work, fail))
             return upid
-
-    _busy = {}
 
     def _finish(self, task, work, fail):
         with self.lock:

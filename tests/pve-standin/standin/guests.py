@@ -848,10 +848,8 @@ def h_snapshot_create(c, p, user, kind, fault):
     g = _guest(c, p, kind)
     _check_lock(g, p)
     name = p["snapname"]
-    if name == "current":
-        raise die("invalid snapshot name 'current'\n")
-    if name in g.snapshots:
-        raise die("snapshot name '%s' already used\n" % name)
+    if name in ("current", "pending"):
+        raise die("unable to use snapshot name '%s' (reserved name)\n" % name)
     if p.get("vmstate") == "1":
         raise die("the stand-in does not save VM state\n")
 

@@ -568,5 +568,19 @@ def validate(params, info):
         raise ParamError(errors)
 
 
+def normalize(params):
+    """After validation: JSON booleans become "1"/"0" like PVE's checked
+    values, so handlers see one representation."""
+    def norm(v):
+        if isinstance(v, PerlBool):
+            return str(v)
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        return v
+    return {k: norm(v) for k, v in params.items()}
+
+
 def url_unescape(s):
     return urllib.parse.unquote(s, errors="surrogateescape")
