@@ -46,6 +46,10 @@ pub enum Command {
     Bake(commands::bake::Args),
     /// Write one guest's seed: the YAML, a cidata ISO (VMs) or a personalized template (LXC).
     Seed(commands::seed::Args),
+    /// Deploy the lab to Proxmox VE over its API: preflight, plan, apply, wait until ready.
+    Deploy(commands::deploy::Args),
+    /// Remove this lab's guests and uploads from Proxmox VE.
+    Destroy(commands::destroy::Args),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]

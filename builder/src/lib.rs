@@ -17,4 +17,6 @@ pub mod lock;
 pub mod model;
 pub mod payload;
 pub mod ready;
+pub mod resolve;
 pub mod seed;
+pub mod target;

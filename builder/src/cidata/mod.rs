@@ -160,6 +160,29 @@ pub fn render_network_config(net: &NetworkSettings) -> String {
     })
 }
 
+/// The cidata files of `guest` with its `seed`, its NIC matched by `mac` when
+/// given (`imgbuild seed --format cidata` and deploy both use this).
+pub fn for_guest(
+    lab: &crate::model::lab::Lab,
+    guest: &crate::model::lab::Guest,
+    seed: &firstboot::Seed,
+    mac: Option<&str>,
+) -> CidataFiles {
+    let mut net = NetworkSettings::new(
+        guest.address,
+        lab.network.cidr.prefix(),
+        lab.network.gateway,
+        lab.network.dns.clone(),
+    );
+    net.mac = mac.map(str::to_string);
+    CidataFiles {
+        meta_data: render_meta_data(&seed.instance_id(), guest.name.as_str()),
+        user_data: render_user_data(guest.name.as_str(), &lab.ssh.public_keys()),
+        network_config: render_network_config(&net),
+        seed_yaml: seed.to_yaml(),
+    }
+}
+
 /// Writes the `cidata` ISO to `out` atomically (temp file beside it, fsync,
 /// rename, fsync the directory). The file is private (0600): the seed can
 /// carry credentials.

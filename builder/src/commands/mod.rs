@@ -1,6 +1,8 @@
 //! One module per subcommand: its clap `Args` and its `run`.
 
 pub mod bake;
+pub mod deploy;
+pub mod destroy;
 pub mod fetch;
 pub mod lock;
 pub mod plan;
@@ -22,6 +24,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Fetch(args) => fetch::run(args, &cache),
         Command::Bake(args) => bake::run(args, &cache),
         Command::Seed(args) => seed::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Destroy(args) => destroy::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

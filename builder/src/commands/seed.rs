@@ -88,19 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.format {
         Format::Yaml => crate::fsutil::write_atomic(&args.out, yaml.as_bytes(), 0o600)?,
         Format::Cidata => {
-            let mut net = cidata::NetworkSettings::new(
-                guest.address,
-                lab.network.cidr.prefix(),
-                lab.network.gateway,
-                lab.network.dns.clone(),
-            );
-            net.mac = args.mac.clone();
-            let files = cidata::CidataFiles {
-                meta_data: cidata::render_meta_data(&seed.instance_id(), guest.name.as_str()),
-                user_data: cidata::render_user_data(guest.name.as_str(), &lab.ssh.public_keys()),
-                network_config: cidata::render_network_config(&net),
-                seed_yaml: yaml,
-            };
+            let files = cidata::for_guest(&lab, guest, &seed, args.mac.as_deref());
             cidata::write_iso(&files, &args.out)?;
         }
         Format::Template => {

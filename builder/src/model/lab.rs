@@ -77,6 +77,9 @@ pub enum Tls {
     /// Pin the certificate's SHA-256 fingerprint, uppercase hex pairs joined by `:`
     /// (as the Proxmox GUI shows it); for the self-signed default certificate.
     Fingerprint(String),
+    /// Verify against the CA certificates in this PEM file (e.g. the cluster's
+    /// `/etc/pve/pve-root-ca.pem`), instead of the system's.
+    CaFile(PathBuf),
 }
 
 /// One Proxmox node.

@@ -95,7 +95,7 @@ fn proxmox(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Proxmox> {
         .and_then(|f| secret(ctx, &f, base));
     let tls = m
         .req(ctx, "tls", "`verify` or `{fingerprint: \"AB:CD:...\"}`")
-        .and_then(|f| tls(ctx, f));
+        .and_then(|f| tls(ctx, f, base));
     let nodes = m
         .req(ctx, "nodes", "a list of Proxmox nodes")
         .and_then(|f| {
@@ -139,17 +139,32 @@ fn parse_endpoint(s: &str) -> Result<Url, String> {
     Ok(u)
 }
 
-fn tls(ctx: &mut Ctx, f: Field<'_>) -> Option<Tls> {
+fn tls(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Tls> {
     if let marked_yaml::Node::Scalar(_) = f.node {
         return ctx.scalar(&f, |s| match s {
             "verify" => Ok(Tls::Verify),
             _ => Err(format!(
-                "`{s}`: expected `verify` or a mapping `{{fingerprint: \"AB:CD:...\"}}`"
+                "`{s}`: expected `verify`, `{{fingerprint: \"AB:CD:...\"}}` or `{{ca: FILE}}`"
             )),
         });
     }
-    let m = ctx.map(f, &["fingerprint"])?;
-    let fp = m.req(ctx, "fingerprint", "the certificate's SHA-256 fingerprint")?;
+    let m = ctx.map(f, &["fingerprint", "ca"])?;
+    if let Some(ca) = m.opt("ca") {
+        return ctx
+            .scalar(&ca, |s| {
+                if s.is_empty() {
+                    Err("`ca` needs the path of a PEM file of CA certificates".to_string())
+                } else {
+                    Ok(expand_path(s, base))
+                }
+            })
+            .map(Tls::CaFile);
+    }
+    let fp = m.req(
+        ctx,
+        "fingerprint",
+        "the certificate's SHA-256 fingerprint, or `ca: FILE`",
+    )?;
     ctx.scalar(&fp, parse_fingerprint).map(Tls::Fingerprint)
 }
 
