@@ -27,12 +27,13 @@ mod tarfmt;
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{FileExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::fsutil::AtomicFile;
 use crate::payload::archive::open_decompressed;
 use crate::payload::{Node, NodeKind, Tree};
 use tarfmt::{encode_header, NewEntry, RawReader, RECORD};
@@ -87,7 +88,7 @@ pub(crate) fn bake_with_mode(
 ) -> Result<BakeStats> {
     let start = Instant::now();
     let input = threaded_reader(open_decompressed(base)?);
-    let mut atomic = AtomicOut::create(out, mode)?;
+    let mut atomic = AtomicFile::create(out, mode)?;
     let w = BufWriter::with_capacity(1 << 20, atomic.file());
     let (mut stats, w) = transform(input, payload, w, default_workers())
         .with_context(|| format!("baking {} into {}", base.display(), out.display()))?;
@@ -471,60 +472,6 @@ impl Index {
             has_seed_dir: flags & 2 != 0,
             dot: flags & 4 != 0,
         }))
-    }
-}
-
-/// An output file written under a temporary name beside its target and
-/// renamed into place only by [`AtomicOut::commit`]; dropped uncommitted, the
-/// temporary file is removed.
-pub(crate) struct AtomicOut {
-    tmp: tempfile::NamedTempFile,
-    target: PathBuf,
-}
-
-impl AtomicOut {
-    pub fn create(target: &Path, mode: u32) -> Result<Self> {
-        let dir = match target.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = target
-            .file_name()
-            .with_context(|| format!("output path {} has no file name", target.display()))?
-            .to_string_lossy()
-            .into_owned();
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!("{name}.tmp-"))
-            .permissions(fs::Permissions::from_mode(mode))
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        Ok(AtomicOut {
-            tmp,
-            target: target.to_path_buf(),
-        })
-    }
-
-    pub fn file(&mut self) -> &mut fs::File {
-        self.tmp.as_file_mut()
-    }
-
-    /// Syncs, renames into place, syncs the directory; returns the file size.
-    pub fn commit(self) -> Result<u64> {
-        let f = self.tmp.as_file();
-        f.sync_all()
-            .with_context(|| format!("syncing {}", self.tmp.path().display()))?;
-        let len = f.metadata()?.len();
-        let target = self.target;
-        self.tmp
-            .persist(&target)
-            .map_err(|e| e.error)
-            .with_context(|| format!("renaming into {}", target.display()))?;
-        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .with_context(|| format!("syncing directory {}", dir.display()))?;
-        }
-        Ok(len)
     }
 }
 

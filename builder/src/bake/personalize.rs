@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 
-use super::lxc::{self, encoder, AtomicOut, Counting, Index, TarOut, SEED_DIR, SEED_PATH};
+use super::lxc::{self, encoder, Counting, Index, TarOut, SEED_DIR, SEED_PATH};
+use crate::fsutil::AtomicFile;
 use crate::payload::{Node, Tree};
 
 /// Writes `out`, a copy of `template` with `seed_yaml` as the guest's seed.
@@ -50,7 +51,7 @@ pub fn personalize(template: &Path, seed_yaml: &[u8], out: &Path) -> Result<()> 
 }
 
 fn fast(template: &std::fs::File, index: Index, seed: &Node, out: &Path) -> Result<()> {
-    let mut atomic = AtomicOut::create(out, 0o600)?;
+    let mut atomic = AtomicFile::create(out, 0o600)?;
     let copied = io::copy(&mut Read::take(template, index.main_end), atomic.file())
         .context("copying the template's entries")?;
     if copied != index.main_end {

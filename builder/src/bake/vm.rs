@@ -378,25 +378,18 @@ pub fn bake(
     ext4::check(&root, 0).context("the baked root filesystem does not check clean")?;
     t.lap("e2fsck");
 
-    let tmp_out = w("out.qcow2");
+    let atomic = crate::fsutil::AtomicFile::create(out, 0o644)?;
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-q", "-f", "raw", "-O", "qcow2"]);
     if opts.compress {
         cmd.args(["-c", "-o", "compression_type=zstd"]);
     }
-    cmd.arg(&head).arg(&root).arg(&tail).arg(&tmp_out);
+    cmd.arg(&head).arg(&root).arg(&tail).arg(atomic.path());
     qemu_img(
         &mut cmd,
         &format!("convert the baked disk to {}", out.display()),
     )?;
-    let f = File::open(&tmp_out).with_context(|| format!("opening {}", tmp_out.display()))?;
-    f.sync_all()
-        .with_context(|| format!("syncing {}", tmp_out.display()))?;
-    let output_bytes = f.metadata()?.len();
-    std::fs::rename(&tmp_out, out).with_context(|| format!("renaming into {}", out.display()))?;
-    File::open(&out_dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", out_dir.display()))?;
+    let output_bytes = atomic.commit()?;
     t.lap("convert_out");
 
     Ok(VmBakeStats {
