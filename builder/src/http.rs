@@ -145,6 +145,18 @@ impl HttpConfig {
     }
 }
 
+/// A URL as it may appear in messages, logs and files: any user name and
+/// password (`https://user:pass@mirror/`) replaced by `***`.
+pub fn redact(url: &url::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut u = url.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("***");
+    u.to_string()
+}
+
 /// A transport error's causes without the URL reqwest puts in its own message
 /// (callers name the URL themselves, with any password removed).
 pub fn error_message(err: &reqwest::Error) -> String {
@@ -207,6 +219,16 @@ mod tests {
         assert_eq!(b.delay(2), Duration::from_millis(400));
         assert_eq!(b.delay(10), Duration::from_secs(1));
         assert_eq!(b.delay(40), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn redact_removes_user_info() {
+        let u = url::Url::parse("https://alice:s3cret@mirror.example/dl/a.tgz").unwrap();
+        assert_eq!(redact(&u), "https://***@mirror.example/dl/a.tgz");
+        let u = url::Url::parse("https://token@mirror.example/").unwrap();
+        assert_eq!(redact(&u), "https://***@mirror.example/");
+        let u = url::Url::parse("http://127.0.0.1:8080/x").unwrap();
+        assert_eq!(redact(&u), "http://127.0.0.1:8080/x");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The lock file (`images/imgbuild.lock`): every artifact URL the recipes use,
-//! pinned to a digest, with the checksum file it was read from and the recipes
-//! that use it. `imgbuild lock` writes it ([`build`] + [`Lock::write`]);
+//! pinned to a digest, with where the digest came from (the recipe, the
+//! upstream checksum file, or, only when asked with `--trust-mirror-checksums`,
+//! a mirror's copy of it) and the recipes that use it. `imgbuild lock` writes it ([`build`] + [`Lock::write`]);
 //! fetch and bake read it and turn recipe artifacts into [`Pinned`] ones with
 //! [`resolve`]. `--locked` refuses anything the lock does not pin.
 //!
@@ -68,6 +69,10 @@ pub struct LockEntry {
     pub digest: Digest,
     /// Where the digest came from.
     pub source: DigestSource,
+    /// With `source: mirror-checksum-file`: the mirror's checksum file it was
+    /// read from (credentials removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     /// The upstream checksum file, when the recipe names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksums: Option<String>,
@@ -81,8 +86,48 @@ pub struct LockEntry {
 pub enum DigestSource {
     /// Copied from the recipe's inline digest.
     Recipe,
-    /// Read from the upstream checksum file.
+    /// Read from the checksum file at its upstream URL.
     ChecksumFile,
+    /// Read from a mirror's copy of the checksum file, because the user said so
+    /// (`--trust-mirror-checksums`): the mirror vouches for its own bytes, so
+    /// this pin is only as trustworthy as the mirror.
+    MirrorChecksumFile,
+}
+
+impl DigestSource {
+    /// Whether the digest came from a mirror rather than from upstream or the recipe.
+    pub fn is_from_mirror(self) -> bool {
+        self == DigestSource::MirrorChecksumFile
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestSource::Recipe => "recipe",
+            DigestSource::ChecksumFile => "checksum-file",
+            DigestSource::MirrorChecksumFile => "mirror-checksum-file",
+        }
+    }
+}
+
+/// A digest learned from a checksum file, and where that file came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learned {
+    pub digest: Digest,
+    /// `ChecksumFile` (upstream) or `MirrorChecksumFile`.
+    pub source: DigestSource,
+    /// The mirror's checksum file, for `MirrorChecksumFile` (credentials removed).
+    pub mirror: Option<String>,
+}
+
+impl Learned {
+    /// A digest read from the upstream checksum file.
+    pub fn upstream(digest: Digest) -> Self {
+        Learned {
+            digest,
+            source: DigestSource::ChecksumFile,
+            mirror: None,
+        }
+    }
 }
 
 /// An artifact with a definite digest: what the fetcher consumes.
@@ -90,6 +135,34 @@ pub enum DigestSource {
 pub struct Pinned {
     pub spec: ArtifactSpec,
     pub digest: Digest,
+    /// Where the digest came from (recipe, upstream checksum file, mirror).
+    pub source: DigestSource,
+    /// The mirror's checksum file, when `source` is `MirrorChecksumFile`.
+    pub mirror: Option<String>,
+}
+
+impl Pinned {
+    /// An artifact pinned by its recipe's inline digest.
+    pub fn from_recipe(spec: ArtifactSpec, digest: Digest) -> Self {
+        Pinned {
+            spec,
+            digest,
+            source: DigestSource::Recipe,
+            mirror: None,
+        }
+    }
+
+    /// A line for stderr when the pin came from a mirror, else `None`.
+    pub fn mirror_warning(&self) -> Option<String> {
+        self.source.is_from_mirror().then(|| {
+            format!(
+                "artifact `{}`: its digest was pinned from the mirror's checksum file {} \
+                 (--trust-mirror-checksums), not from upstream",
+                self.spec.name,
+                self.mirror.as_deref().unwrap_or("(unknown)")
+            )
+        })
+    }
 }
 
 impl Lock {
@@ -170,13 +243,23 @@ pub fn resolve(
     specs: &[ArtifactSpec],
     lock: &Lock,
     locked: bool,
-    mut learn: impl FnMut(&ArtifactSpec) -> Result<Digest>,
+    mut learn: impl FnMut(&ArtifactSpec) -> Result<Learned>,
 ) -> Result<Vec<Pinned>> {
     let mut problems = Vec::new();
     let mut pinned = Vec::new();
     for spec in specs {
         let entry = lock.artifacts.get(spec.url.as_str());
-        let digest = match (&spec.digest, entry) {
+        let from_recipe = |d: &Digest| Learned {
+            digest: d.clone(),
+            source: DigestSource::Recipe,
+            mirror: None,
+        };
+        let from_lock = |e: &LockEntry| Learned {
+            digest: e.digest.clone(),
+            source: e.source,
+            mirror: e.mirror.clone(),
+        };
+        let learned = match (&spec.digest, entry) {
             (Some(inline), Some(e)) if *inline != e.digest => {
                 if locked {
                     problems.push(format!(
@@ -196,7 +279,7 @@ pub fn resolve(
                     lock.name(),
                     e.digest
                 );
-                inline.clone()
+                from_recipe(inline)
             }
             (_, None) if locked => {
                 problems.push(format!(
@@ -208,8 +291,8 @@ pub fn resolve(
                 ));
                 continue;
             }
-            (Some(inline), _) => inline.clone(),
-            (None, Some(e)) => e.digest.clone(),
+            (Some(inline), _) => from_recipe(inline),
+            (None, Some(e)) => from_lock(e),
             (None, None) => {
                 tracing::warn!(
                     "artifact `{}` ({}) is not pinned in {}; taking its digest from the upstream checksum file (run `imgbuild lock` to pin it)",
@@ -222,7 +305,9 @@ pub fn resolve(
         };
         pinned.push(Pinned {
             spec: spec.clone(),
-            digest,
+            digest: learned.digest,
+            source: learned.source,
+            mirror: learned.mirror,
         });
     }
     if !problems.is_empty() {
@@ -235,12 +320,63 @@ pub fn resolve(
     Ok(pinned)
 }
 
+/// An artifact the lab's images use whose digest a mirror vouched for
+/// (`source: mirror-checksum-file`), as `plan` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorPin {
+    pub url: String,
+    pub digest: String,
+    pub mirror: Option<String>,
+    pub images: Vec<String>,
+}
+
+impl MirrorPin {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (used by {}) is pinned from the mirror's checksum file {} (--trust-mirror-checksums), not from upstream",
+            self.url,
+            self.images.join(", "),
+            self.mirror.as_deref().unwrap_or("(unknown)")
+        )
+    }
+}
+
+/// The mirror-pinned artifacts among those the lab's images use, from the
+/// lock file in `images_dir` (none when there is no lock file).
+pub fn mirror_pins_of(images_dir: &Path, loaded: &crate::model::Loaded) -> Result<Vec<MirrorPin>> {
+    let lock = Lock::load_or_empty(&images_dir.join(FILE_NAME))?;
+    let mut out: Vec<MirrorPin> = Vec::new();
+    for name in loaded.lab.images() {
+        let Some(recipe) = loaded.recipe(&name) else {
+            continue;
+        };
+        for spec in recipe.artifacts() {
+            let Some(e) = lock.artifacts.get(spec.url.as_str()) else {
+                continue;
+            };
+            if !e.source.is_from_mirror() {
+                continue;
+            }
+            match out.iter_mut().find(|p| p.url == spec.url.as_str()) {
+                Some(p) => p.images.push(name.clone()),
+                None => out.push(MirrorPin {
+                    url: spec.url.to_string(),
+                    digest: e.digest.to_string(),
+                    mirror: e.mirror.clone(),
+                    images: vec![name.clone()],
+                }),
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Builds a lock from each recipe's artifacts (`(recipe name, artifacts)`).
 /// Inline digests are copied; the others come from `learn` (the checksum file),
 /// once per URL. Every failure is reported, and nothing is returned if any failed.
 pub fn build(
     recipes: &[(String, Vec<ArtifactSpec>)],
-    mut learn: impl FnMut(&ArtifactSpec) -> Result<Digest>,
+    mut learn: impl FnMut(&ArtifactSpec) -> Result<Learned>,
 ) -> Result<Lock> {
     let mut by_url: BTreeMap<String, (ArtifactSpec, BTreeSet<String>)> = BTreeMap::new();
     let mut errors = Vec::new();
@@ -262,10 +398,10 @@ pub fn build(
     }
     let mut lock = Lock::default();
     for (url, (spec, recipes)) in by_url {
-        let (digest, source) = match &spec.digest {
-            Some(d) => (d.clone(), DigestSource::Recipe),
+        let (digest, source, mirror) = match &spec.digest {
+            Some(d) => (d.clone(), DigestSource::Recipe, None),
             None => match learn(&spec) {
-                Ok(d) => (d, DigestSource::ChecksumFile),
+                Ok(l) => (l.digest, l.source, l.mirror),
                 Err(e) => {
                     errors.push(format!("{e:#}"));
                     continue;
@@ -278,6 +414,7 @@ pub fn build(
             LockEntry {
                 digest,
                 source,
+                mirror,
                 checksums,
                 recipes,
             },
@@ -343,7 +480,7 @@ mod tests {
             ],
             |s| {
                 assert_eq!(s.name, "minio");
-                Ok(d("a"))
+                Ok(Learned::upstream(d("a")))
             },
         )
         .unwrap();
@@ -384,7 +521,10 @@ mod tests {
             "{msg}"
         );
         // Unlocked: the recipe wins, and unpinned digests are learned.
-        let p = resolve(&[changed, a], &lock, false, |_| Ok(d("e"))).unwrap();
+        let p = resolve(&[changed, a], &lock, false, |_| {
+            Ok(Learned::upstream(d("e")))
+        })
+        .unwrap();
         assert_eq!(p[0].digest, d("c"));
         assert_eq!(p[1].digest, d("e"));
     }
@@ -392,7 +532,10 @@ mod tests {
     #[test]
     fn lock_pins_when_recipe_has_no_digest() {
         let a = spec("minio", "https://dl.example/minio.RELEASE.X", None);
-        let lock = build(&[("lxc.yaml".into(), vec![a.clone()])], |_| Ok(d("f"))).unwrap();
+        let lock = build(&[("lxc.yaml".into(), vec![a.clone()])], |_| {
+            Ok(Learned::upstream(d("f")))
+        })
+        .unwrap();
         let p = resolve(&[a], &lock, true, |_| unreachable!()).unwrap();
         assert_eq!(p[0].digest, d("f"));
     }

@@ -1,5 +1,5 @@
 //! End to end, with real peers: bake the LXC template from the test mirror
-//! (`imgbuild lock --mirror` + `bake --locked`), personalize it for the test
+//! (`imgbuild lock --mirror --trust-mirror-checksums` + `bake --locked`), personalize it for the test
 //! lab's guest (`imgbuild seed --format template`), extract it with GNU tar
 //! and the flags Proxmox's pct uses, prepare it as pct does before a start,
 //! and boot it with `systemd-nspawn --boot` on a veth inside a network

@@ -71,6 +71,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
     let lock = Lock::load_or_empty(&lock_path)?;
     let fetcher = Fetcher::new(cache, args.net.options())?;
     let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;
+    crate::commands::fetch::warn_mirror_pins(&pinned);
     say(format!("fetching {} artifacts", pinned.len()));
     let fetched = fetcher.fetch_all(&pinned)?;
     let base = fetched

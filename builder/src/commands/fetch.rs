@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::fetch::{FetchOptions, Fetcher, Mirror, ProgressMode};
-use crate::lock::{self, Lock};
+use crate::lock::{self, Lock, Pinned};
 use crate::model::recipe;
 
 #[derive(Debug, clap::Args)]
@@ -63,6 +63,13 @@ pub struct NetArgs {
     #[arg(long, value_name = "MS", default_value_t = 500, hide = true)]
     pub retry_delay_ms: u64,
 
+    /// Take checksum files from the mirror (before upstream) when pinning: the
+    /// MIRROR then vouches for its own bytes. Only for air-gapped sites and tests
+    /// where upstream is out of reach; the lock file records each such pin as
+    /// `source: mirror-checksum-file`, and `fetch`/`bake`/`plan` say so.
+    #[arg(long)]
+    pub trust_mirror_checksums: bool,
+
     /// Trust the CA certificates in this PEM file too, besides the system's
     /// roots (e.g. a private mirror's CA). Proxies come from HTTPS_PROXY/NO_PROXY.
     #[arg(long, value_name = "FILE", env = "IMGBUILD_CA_FILE")]
@@ -82,9 +89,21 @@ impl NetArgs {
                 ProgressMode::Auto
             },
             ca_file: self.ca_file.clone(),
+            trust_mirror_checksums: self.trust_mirror_checksums,
             ..FetchOptions::default()
         }
     }
+}
+
+/// Says on stderr, even with `--quiet`, which digests a mirror vouched for.
+pub fn warn_mirror_pins(pinned: &[Pinned]) {
+    for line in pinned.iter().filter_map(Pinned::mirror_warning) {
+        eprintln!("warning: {line}");
+    }
+}
+
+fn pin_of<'a>(pinned: &'a [Pinned], f: &crate::fetch::Fetched) -> Option<&'a Pinned> {
+    pinned.iter().find(|p| p.spec.url == f.spec.url)
 }
 
 /// The lock file used for a recipe when `--lock` is not given.
@@ -110,6 +129,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         },
     )?;
     let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;
+    warn_mirror_pins(&pinned);
     let fetched = fetcher.fetch_all(&pinned)?;
     if args.json {
         let items: Vec<_> = fetched
@@ -123,6 +143,8 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
                     "path": f.path,
                     "source": f.served.to_string(),
                     "transferred": f.transferred,
+                    "pinned_by": pin_of(&pinned, f).map(|p| p.source.as_str()),
+                    "pinned_from_mirror": pin_of(&pinned, f).and_then(|p| p.mirror.clone()),
                 })
             })
             .collect();

@@ -1,6 +1,7 @@
 //! `imgbuild lock`: read every recipe in the images directory, learn each
-//! artifact's digest (inline in the recipe, or from its upstream checksum file,
-//! through the mirror first) and write the lock file.
+//! artifact's digest (inline in the recipe, or from its checksum file at the
+//! upstream URL; from a mirror's copy only with `--trust-mirror-checksums`,
+//! recorded as such) and write the lock file.
 
 use std::path::{Path, PathBuf};
 
@@ -53,7 +54,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         })
         .collect();
     let fetcher = Fetcher::new(cache, args.net.options())?;
-    let new = lock::build(&inputs, |spec| fetcher.learn_digest(spec))?;
+    let new = lock::build(&inputs, |spec| fetcher.learn(spec))?;
     let text = new.to_yaml();
     let old = std::fs::read_to_string(&lock_path).ok();
     let unchanged = old.as_deref() == Some(text.as_str());
@@ -86,6 +87,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
                 "url": url,
                 "digest": e.digest.to_string(),
                 "source": e.source,
+                "mirror": e.mirror,
                 "checksums": e.checksums,
                 "recipes": e.recipes,
             })).collect::<Vec<_>>(),
@@ -95,6 +97,19 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         for (url, e) in &new.artifacts {
             println!("{}\t{url}", e.digest);
         }
+    }
+    for (url, e) in new
+        .artifacts
+        .iter()
+        .filter(|(_, e)| e.source.is_from_mirror())
+    {
+        eprintln!(
+            "warning: {url} is pinned from the mirror's checksum file {} \
+             (--trust-mirror-checksums), not from upstream",
+            e.mirror.as_deref().unwrap_or("(unknown)")
+        );
+    }
+    if !args.json {
         eprintln!(
             "{}: {verb} ({} artifacts)",
             lock_path.display(),

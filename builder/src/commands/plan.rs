@@ -30,10 +30,16 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let loaded = model::load_all(&args.lab, &args.images)?;
     let plan = Plan::of(&loaded);
+    let mirror_pins = crate::lock::mirror_pins_of(&args.images, &loaded)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
+        let mut v = serde_json::to_value(&plan)?;
+        v["mirror_pinned_artifacts"] = serde_json::to_value(&mirror_pins)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", plan.table());
+        for p in &mirror_pins {
+            println!("warning: {}", p.describe());
+        }
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 //! partial and resume it with `Range: bytes=N-` (its prefix is hashed again first),
 //! within a run (retries) and across runs. Retries: HTTP
 //! [`error::RETRYABLE_STATUSES`], connection errors and truncated bodies, with
-//! capped exponential backoff ([`crate::http::RetryPolicy`]). HTTP goes through
+//! capped exponential backoff ([`crate::http::RetryPolicy`]). Checksum files,
+//! which vouch for the bytes, come from their upstream URL only, never from the
+//! mirror, unless [`FetchOptions::trust_mirror_checksums`] says otherwise. HTTP goes through
 //! the project's one client configuration, [`crate::http`] (rustls with the
 //! system's roots, `HTTPS_PROXY`/`NO_PROXY`); the pipeline's stages are `Read`
 //! adapters ([`hash::HashingReader`], [`progress::ProgressReader`]) that other
@@ -55,7 +57,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use url::Url;
 
 use crate::artifact::{file_name_of, ArtifactSpec, Digest};
-use crate::lock::{Lock, Pinned};
+use crate::lock::{DigestSource, Learned, Lock, Pinned};
 pub use cache::Cache;
 pub use download::Backoff;
 pub use error::{fetch_error, FetchError};
@@ -84,7 +86,8 @@ impl FromStr for Mirror {
     /// `http://` or `https://` means a URL, anything else a directory.
     fn from_str(s: &str) -> Result<Self, String> {
         if s.starts_with("http://") || s.starts_with("https://") {
-            let url = Url::parse(s).map_err(|e| format!("mirror URL {s:?}: {e}"))?;
+            // The text may hold a password: never repeat it.
+            let url = Url::parse(s).map_err(|e| format!("the mirror URL does not parse: {e}"))?;
             Ok(Mirror::Url(url))
         } else if s.is_empty() {
             Err("the mirror must be a directory or an http(s) URL".into())
@@ -98,7 +101,7 @@ impl std::fmt::Display for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Mirror::Dir(d) => write!(f, "{}", d.display()),
-            Mirror::Url(u) => write!(f, "{u}"),
+            Mirror::Url(u) => write!(f, "{}", crate::http::redact(u)),
         }
     }
 }
@@ -124,6 +127,9 @@ pub struct FetchOptions {
     pub read_timeout: Duration,
     /// Extra CA certificates (PEM) trusted besides the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// Read checksum files from the mirror too (before upstream). Off by default:
+    /// a mirror supplies bytes, never the digests that vouch for them.
+    pub trust_mirror_checksums: bool,
 }
 
 impl Default for FetchOptions {
@@ -140,6 +146,7 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             ca_file: None,
+            trust_mirror_checksums: false,
         }
     }
 }
@@ -198,6 +205,17 @@ pub struct Fetched {
     pub transferred: u64,
 }
 
+/// A checksum file's text and where it came from.
+#[derive(Debug, Clone)]
+pub struct ChecksumText {
+    pub text: String,
+    /// `upstream <URL>` or `mirror <path|URL>`, for messages.
+    pub from: String,
+    /// The path or URL alone (credentials removed).
+    pub location: String,
+    pub from_mirror: bool,
+}
+
 /// Brings artifacts into the cache. Cheap to share across threads.
 pub struct Fetcher {
     cache: Cache,
@@ -233,7 +251,7 @@ impl Fetcher {
     /// Gives every spec a definite digest (see [`crate::lock::resolve`]); unpinned
     /// artifacts learn theirs from their checksum file unless `locked`.
     pub fn pin(&self, specs: &[ArtifactSpec], lock: &Lock, locked: bool) -> Result<Vec<Pinned>> {
-        crate::lock::resolve(specs, lock, locked, |spec| self.learn_digest(spec))
+        crate::lock::resolve(specs, lock, locked, |spec| self.learn(spec))
     }
 
     /// Fetches all artifacts, `parallel` at a time; results in input order. If any
@@ -338,28 +356,64 @@ impl Fetcher {
         unreachable!("the upstream source is always last and returns")
     }
 
-    /// Reads the checksum file of `spec` (mirror first) and finds its digest there.
-    pub fn learn_digest(&self, spec: &ArtifactSpec) -> Result<Digest> {
+    /// Reads the checksum file of `spec` from its upstream URL (or, with
+    /// [`FetchOptions::trust_mirror_checksums`], from the mirror first) and finds
+    /// the artifact's digest there.
+    pub fn learn(&self, spec: &ArtifactSpec) -> Result<Learned> {
         let what = || format!("artifact `{}` (declared at {})", spec.name, spec.origin);
         let Some(cs) = &spec.checksums else {
             bail!("{} has neither a digest nor a checksum file", what());
         };
-        let (text, from) = self
-            .fetch_text(&cs.url)
+        let text = self
+            .fetch_checksum_file(&cs.url)
             .with_context(|| format!("fetching the checksum file of {}", what()))?;
-        let digest = checksums::find_digest(&text, &spec.file_name(), cs.algo)
-            .with_context(|| format!("reading checksum file {from} for {}", what()))?;
-        tracing::info!("{}: {digest} from {from}", spec.name);
-        Ok(digest)
+        let digest = checksums::find_digest(&text.text, &spec.file_name(), cs.algo)
+            .with_context(|| format!("reading checksum file {} for {}", text.from, what()))?;
+        let learned = if text.from_mirror {
+            tracing::warn!(
+                "{}: {digest} from the MIRROR's checksum file {} (--trust-mirror-checksums): \
+                 not checked against upstream",
+                spec.name,
+                text.location
+            );
+            Learned {
+                digest,
+                source: DigestSource::MirrorChecksumFile,
+                mirror: Some(text.location),
+            }
+        } else {
+            tracing::info!("{}: {digest} from {}", spec.name, text.from);
+            Learned::upstream(digest)
+        };
+        Ok(learned)
     }
 
-    /// A small text file (a checksum file), mirror first; returns its text and where
-    /// it came from. Retried like downloads; never cached.
-    pub fn fetch_text(&self, url: &Url) -> Result<(String, String)> {
+    /// Like [`Fetcher::learn`], the digest only.
+    pub fn learn_digest(&self, spec: &ArtifactSpec) -> Result<Digest> {
+        Ok(self.learn(spec)?.digest)
+    }
+
+    /// A checksum file's text: from its upstream URL only, unless the mirror's
+    /// checksum files are trusted (then the mirror first). Retried like
+    /// downloads; never cached.
+    pub fn fetch_checksum_file(&self, url: &Url) -> Result<ChecksumText> {
+        let mut sources = self.sources(url)?;
+        let skipped_mirror =
+            !self.opts.trust_mirror_checksums && sources.iter().any(|s| s.kind() == "mirror");
+        if skipped_mirror {
+            sources.retain(|s| s.kind() != "mirror");
+        }
         let mut last = None;
-        for source in self.sources(url)? {
+        for source in sources {
             match self.read_text(source.as_ref()) {
-                Ok(text) => return Ok((text, format!("{} {}", source.kind(), source.location()))),
+                Ok(text) => {
+                    return Ok(ChecksumText {
+                        text,
+                        from: format!("{} {}", source.kind(), source.location()),
+                        location: source.location(),
+                        from_mirror: source.kind() == "mirror",
+                    })
+                }
                 Err(e)
                     if source.kind() == "mirror"
                         && fetch_error(&e).is_some_and(FetchError::is_not_found) =>
@@ -367,10 +421,18 @@ impl Fetcher {
                     tracing::info!("{e:#}; trying upstream");
                     last = Some(e);
                 }
+                Err(e) if skipped_mirror => {
+                    return Err(e.context(
+                        "checksum files are read from upstream only: a mirror supplies bytes, \
+                         not the digests that vouch for them; where upstream is out of reach, \
+                         pin from the mirror's checksum files with --trust-mirror-checksums \
+                         (the lock file records it)",
+                    ))
+                }
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| anyhow!("no source for {url}")))
+        Err(last.unwrap_or_else(|| anyhow!("no source for {}", crate::http::redact(url))))
     }
 
     fn read_text(&self, source: &dyn Source) -> Result<String> {

@@ -89,7 +89,7 @@ pub struct HttpSource {
 
 impl Source for HttpSource {
     fn location(&self) -> String {
-        self.url.to_string()
+        crate::http::redact(&self.url)
     }
 
     fn kind(&self) -> &'static str {
