@@ -417,8 +417,10 @@ class Handler(BaseHTTPRequestHandler):
 
     @staticmethod
     def reject_import(params):
-        """Below 8.4 there is no `import` content type: `import-from` of an
-        import volume does not parse."""
+        """Below 8.4 there is no `import` content type: the content formats
+        refuse it and `import-from` of an import volume does not parse."""
+        if "import" in schema.split_list(params.get("content") or "") and not isinstance(params.get("content"), list):
+            raise cl.param_exc({"content": "invalid format - invalid content type 'import'\n"})
         for k, v in params.items():
             if isinstance(v, str) and re.search(r"(^|,)import-from=[^,]*:import/", v):
                 vol = re.search(r"import-from=([^,]*)", v).group(1)

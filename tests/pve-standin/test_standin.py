@@ -292,7 +292,11 @@ class StandInTest(unittest.TestCase):
         st, body, _ = self.upload("iso", self.iso, token=WEAK)
         self.assertEqual(st, 403)  # checked before the body is read, no JSON body
         perms = self.s.ok("GET", "/access/permissions", token=WEAK)
-        self.assertEqual(perms, {"/": {"Datastore.Audit": 1, "VM.Audit": 1}, "/storage": {"Datastore.Audit": 1}})
+        weak = {"Datastore.Audit": 1, "VM.Audit": 1}
+        self.assertEqual(perms, {"/": weak, "/access": weak, "/access/groups": weak, "/nodes": weak, "/pool": weak,
+                                 "/sdn": weak, "/storage": {"Datastore.Audit": 1}, "/vms": weak})
+        self.assertEqual(self.s.ok("GET", "/access/permissions", "-G", "-d", "path=/storage/local", token=WEAK),
+                         {"/storage/local": {"Datastore.Audit": 1}})
 
     def test_unknown_path_501(self):
         st, body, _ = self.s.curl("GET", "/nodes/pve/nosuch")
@@ -389,6 +393,8 @@ class OldVersionTest(unittest.TestCase):
         try:
             storages = s.ok("GET", "/nodes/pve/storage")
             self.assertEqual([x["content"] for x in storages if x["storage"] == "local"], ["backup,iso,snippets,vztmpl"])
+            st, body, _ = s.curl("GET", "/nodes/pve/storage", "-G", "-d", "content=import")
+            self.assertEqual((st, body["errors"]), (400, {"content": "invalid format - invalid content type 'import'\n"}))
             path = os.path.join(s.dir, "x.qcow2")
             with open(path, "wb") as f:
                 f.write(b"QFI\xfb" + bytes(508))

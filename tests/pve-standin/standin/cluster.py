@@ -7,6 +7,7 @@ synchronous checks run in the request (as PVE does before fork_worker), the
 effect runs when the task ends `task_ms` later (per guest, one after the
 other, like PVE's config lock).
 """
+import hashlib
 import heapq
 import os
 import random
@@ -370,7 +371,7 @@ UPID_RE = re.compile(r"UPID:([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?):([0-9A-Fa-
 def h_version(c, p, user):
     v = c.version
     mm = ".".join(v.split(".")[:2])
-    return {"version": v, "release": mm, "repoid": "%08x" % (hash(v) & 0xffffffff)}
+    return {"version": v, "release": mm, "repoid": hashlib.sha1(v.encode()).hexdigest()[:8]}
 
 
 def h_nodes(c, p, user):
@@ -443,7 +444,7 @@ def h_node_storage(c, p, user):
 def h_storage_config(c, p, user):
     scfg = c.storage_cfg(p["storage"])
     e = {"storage": p["storage"], "type": scfg["type"], "content": ",".join(sorted(c.content_of(scfg))),
-         "digest": "%040x" % (hash(repr(sorted(scfg.items()))) & (1 << 160) - 1)}
+         "digest": hashlib.sha1(repr(sorted(scfg.items())).encode()).hexdigest()}
     if scfg["type"] == "dir":
         e["path"] = scfg.get("path", "/var/lib/vz")
     elif scfg["type"] == "lvmthin":
@@ -535,17 +536,24 @@ def h_resources(c, p, user):
     return out
 
 
+DEFAULT_PERM_PATHS = ["/", "/access", "/access/groups", "/nodes", "/pool", "/sdn", "/storage", "/vms"]
+
+
 def h_permissions(c, p, user):
+    """get_effective_permissions: the default top-level paths and every ACL
+    path, each with its effective privileges, empty ones left out; with
+    `path`, only that path (even if empty)."""
     target = p.get("userid") or user
-    if target != user and not c.check(user, "/access", ["Sys.Audit"], noerr=True):
-        # tokens may dump only their own permissions
-        raise perm_exc("/access, Sys.Audit")
+    if target != user and target.split("!")[0] != user:
+        c.check(user, "/access", ["Sys.Audit"])
     tok = c.tokens.get(target)
-    paths = [p["path"]] if p.get("path") else sorted(set((tok or {}).get("privileges", {})) | {"/"})
+    if p.get("path"):
+        return {p["path"]: {pr: 1 for pr in sorted(c.privs(target, p["path"]))}}
+    paths = set(DEFAULT_PERM_PATHS) | set((tok or {}).get("privileges", {}))
     res = {}
-    for path in paths:
+    for path in sorted(paths):
         privs = c.privs(target, path)
-        if privs or p.get("path"):
+        if privs:
             res[path] = {pr: 1 for pr in sorted(privs)}
     return res
 
