@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
-use firstboot::Seed;
+use imgbuild_seed::Seed;
 use serde_json::{json, Map, Value};
 
 use crate::model::lab::{Guest, Lab};
@@ -47,7 +47,7 @@ fn document(lab: &Lab, guest: &Guest) -> Result<Value> {
         roles.insert("spark".into(), spark_role(lab, guest, spark)?);
     }
     Ok(json!({
-        "version": firstboot::seed::SEED_VERSION,
+        "version": imgbuild_seed::SEED_VERSION,
         "hostname": guest.name.as_str(),
         "ssh": {"authorized_keys": lab.ssh.public_keys()},
         "firewall": {"open": open},

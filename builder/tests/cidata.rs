@@ -174,12 +174,12 @@ fn firstboot_reader_finds_the_seed() {
     let (iso, f) = write(dir.path());
     let mut file = std::fs::File::open(&iso).unwrap();
     assert_eq!(
-        firstboot::iso9660::volume_label(&mut file)
+        imgbuild_seed::iso9660::volume_label(&mut file)
             .unwrap()
             .as_deref(),
         Some("cidata")
     );
-    let seed = firstboot::iso9660::read_file(&mut file, "imgbuild/seed.yaml")
+    let seed = imgbuild_seed::iso9660::read_file(&mut file, "imgbuild/seed.yaml")
         .unwrap()
         .unwrap();
     assert_eq!(seed, f.seed_yaml.as_bytes());

@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use e2e::*;
-use firstboot::status::{State, Status, StepState};
+use imgbuild_seed::status::{State, Status, StepState};
 
 /// The test lab's guest (tests/fixtures/e2e/lab.yaml) and its network.
 const GUEST: &str = "lab1";

@@ -1,7 +1,7 @@
-//! The seed document imgbuild hands to every guest, and the engine that applies it.
+//! The engine that applies a guest's seed document, and the agent around it.
 //!
-//! The builder depends on this library for [`seed::Seed`] and for the exact
-//! unit file it bakes ([`UNIT_NAME`], [`UNIT_FILE`], [`AGENT_PATH`]).
+//! The document itself and the paths both sides agree on live in the
+//! `imgbuild-seed` crate, re-exported here as [`seed`].
 
 pub mod accounts;
 pub mod apply;
@@ -9,15 +9,16 @@ pub mod checks;
 pub mod discover;
 pub mod fsutil;
 pub mod http;
-pub mod iso9660;
 pub mod plan;
 pub mod roles;
-pub mod seed;
 pub mod sigv4;
 pub mod status;
 pub mod systemd;
 
-pub use seed::Seed;
+pub use imgbuild_seed as seed;
+pub use imgbuild_seed::status::STATUS_PATH;
+pub use imgbuild_seed::{iso9660, Seed};
+pub use imgbuild_seed::{AGENT_PATH, CIDATA_SEED_PATH, SEED_PATH, UNIT_FILE, UNIT_NAME};
 
 use std::path::Path;
 
@@ -36,16 +37,3 @@ pub struct StepFailed {
 pub fn should_run(root: &Path, seed: &Seed) -> anyhow::Result<bool> {
     Ok(status::applied_instance(root)?.as_deref() != Some(seed.instance_id().as_str()))
 }
-
-/// Where the agent binary lives in every guest.
-pub const AGENT_PATH: &str = "/usr/local/sbin/firstboot";
-/// The agent's systemd unit name.
-pub const UNIT_NAME: &str = "imgbuild-firstboot.service";
-/// The text of `/etc/systemd/system/imgbuild-firstboot.service`, baked verbatim.
-pub const UNIT_FILE: &str = include_str!("../unit/imgbuild-firstboot.service");
-/// Where the builder puts a per-guest seed (mode 0600 root:root).
-pub const SEED_PATH: &str = "/etc/imgbuild/seed.yaml";
-/// Path of the seed inside the NoCloud `cidata` volume.
-pub const CIDATA_SEED_PATH: &str = "imgbuild/seed.yaml";
-/// The agent's status document.
-pub const STATUS_PATH: &str = "/var/lib/imgbuild/status.json";

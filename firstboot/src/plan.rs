@@ -330,7 +330,10 @@ mod tests {
     }
 
     fn seed(name: &str) -> Seed {
-        let p = format!("{}/tests/fixtures/seeds/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/../seed/tests/fixtures/seeds/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         Seed::from_yaml(&std::fs::read_to_string(p).unwrap()).unwrap()
     }
 

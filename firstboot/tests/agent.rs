@@ -10,7 +10,7 @@ fn bin() -> &'static str {
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!(
-        "{}/tests/fixtures/seeds/{name}",
+        "{}/../seed/tests/fixtures/seeds/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()

@@ -54,15 +54,18 @@ pub fn payload_tree(
 /// The agent, its unit, the unit's enable link and the seed directory.
 pub fn add_agent(tree: &mut Tree, agent: &Path) -> Result<()> {
     ensure_static(agent)?;
-    tree.insert(firstboot::AGENT_PATH, Node::host_file(agent, 0o755)?)?;
-    let unit = format!("/etc/systemd/system/{}", firstboot::UNIT_NAME);
-    tree.insert(&unit, Node::bytes(firstboot::UNIT_FILE.as_bytes(), 0o644))?;
+    tree.insert(imgbuild_seed::AGENT_PATH, Node::host_file(agent, 0o755)?)?;
+    let unit = format!("/etc/systemd/system/{}", imgbuild_seed::UNIT_NAME);
+    tree.insert(
+        &unit,
+        Node::bytes(imgbuild_seed::UNIT_FILE.as_bytes(), 0o644),
+    )?;
     tree.insert(
         &format!(
             "/etc/systemd/system/multi-user.target.wants/{}",
-            firstboot::UNIT_NAME
+            imgbuild_seed::UNIT_NAME
         ),
-        Node::symlink(&format!("../{}", firstboot::UNIT_NAME)),
+        Node::symlink(&format!("../{}", imgbuild_seed::UNIT_NAME)),
     )?;
     tree.insert("/etc/imgbuild", Node::dir(0o700))?;
     Ok(())

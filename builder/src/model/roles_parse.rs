@@ -1,9 +1,12 @@
 //! The `roles:` part of a guest in a lab file: object store and Spark, with
-//! their defaults (MinIO ports 9000/9001, /var/lib/minio, Spark 7077/8080/8081).
+//! their defaults (MinIO ports 9000/9001, /var/lib/minio, Spark 7077/8080/8081),
+//! which come from the seed contract so builder and agent cannot disagree.
 //! Cross-guest rules (pools, masters, S3 targets) live in [`super::check`].
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+
+use imgbuild_seed::defaults;
 
 use super::lab::*;
 use super::lab_parse::secret;
@@ -80,10 +83,10 @@ fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore>
         }),
         None => Some(1),
     };
-    let api_port = port_or(ctx, &m, "api_port", 9000);
-    let console_port = port_or(ctx, &m, "console_port", 9001);
-    let data_dir = path_or(ctx, &m, "data_dir", "/var/lib/minio");
-    let log_dir = path_or(ctx, &m, "log_dir", "/var/log/minio");
+    let api_port = port_or(ctx, &m, "api_port", defaults::MINIO_API_PORT);
+    let console_port = port_or(ctx, &m, "console_port", defaults::MINIO_CONSOLE_PORT);
+    let data_dir = path_or(ctx, &m, "data_dir", defaults::MINIO_DATA_DIR);
+    let log_dir = path_or(ctx, &m, "log_dir", defaults::MINIO_LOG_DIR);
     let buckets = match m.opt("buckets") {
         Some(f) => ctx.seq(&f).and_then(|items| {
             items
@@ -152,16 +155,16 @@ fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
     let master = if m.has("master") {
         Some(match m.opt("master") {
             Some(f) => ctx.map(f, &["port", "ui_port"]).and_then(|mm| {
-                let port = port_or(ctx, &mm, "port", 7077);
-                let ui_port = port_or(ctx, &mm, "ui_port", 8080);
+                let port = port_or(ctx, &mm, "port", defaults::SPARK_MASTER_PORT);
+                let ui_port = port_or(ctx, &mm, "ui_port", defaults::SPARK_MASTER_UI_PORT);
                 Some(SparkMaster {
                     port: port?,
                     ui_port: ui_port?,
                 })
             }),
             None => Some(SparkMaster {
-                port: Port::of(7077),
-                ui_port: Port::of(8080),
+                port: Port::of(defaults::SPARK_MASTER_PORT),
+                ui_port: Port::of(defaults::SPARK_MASTER_UI_PORT),
             }),
         })
     } else {
@@ -182,7 +185,7 @@ fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
         let memory = wm
             .req(ctx, "memory", "memory offered to executors, e.g. 4GiB")
             .and_then(|f| ctx.scalar(&f, str::parse));
-        let ui_port = port_or(ctx, &wm, "ui_port", 8081);
+        let ui_port = port_or(ctx, &wm, "ui_port", defaults::SPARK_WORKER_UI_PORT);
         Some(SparkWorker {
             master: master?,
             cores: cores?,

@@ -64,7 +64,7 @@ fn applies_then_second_run_changes_nothing() {
 fn unit_files_trigger_reload_and_restart_once() {
     let d = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/seeds/minio.yaml",
+        "{}/../seed/tests/fixtures/seeds/minio.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();

@@ -1,5 +1,8 @@
-//! The seed document: the versioned, validated contract between the builder
-//! (which writes one per guest) and the agent (which applies it).
+//! The seed contract: the versioned, validated document the builder writes
+//! for every guest and the `firstboot` agent applies, plus what else both
+//! sides must agree on (where the seed and the agent live in a guest, the
+//! agent's unit, the status report, the role defaults, the cidata reader).
+//! Its own small crate so the builder never compiles the agent's D-Bus stack.
 //!
 //! Every field is validated while deserializing (newtypes in [`types`] plus a
 //! few cross-field checks via `try_from`), so a [`Seed`] value is always valid.
@@ -8,6 +11,9 @@
 //! SHA-256 of exactly the UTF-8 bytes of `to_yaml()`, so for a seed file the
 //! builder wrote with `to_yaml()`, `sha256sum seed.yaml` prints the instance id.
 
+pub mod defaults;
+pub mod iso9660;
+pub mod status;
 pub mod types;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +25,17 @@ pub use types::{
     AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, Port, Secret,
     SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
 };
+
+/// Where the agent binary lives in every guest.
+pub const AGENT_PATH: &str = "/usr/local/sbin/firstboot";
+/// The agent's systemd unit name.
+pub const UNIT_NAME: &str = "imgbuild-firstboot.service";
+/// The text of `/etc/systemd/system/imgbuild-firstboot.service`, baked verbatim.
+pub const UNIT_FILE: &str = include_str!("../unit/imgbuild-firstboot.service");
+/// Where the builder puts a per-guest seed (mode 0600 root:root).
+pub const SEED_PATH: &str = "/etc/imgbuild/seed.yaml";
+/// Path of the seed inside the NoCloud `cidata` volume.
+pub const CIDATA_SEED_PATH: &str = "imgbuild/seed.yaml";
 
 /// The only seed version this agent understands.
 pub const SEED_VERSION: u32 = 1;
@@ -242,16 +259,16 @@ fn abs(s: &str) -> AbsPath {
     AbsPath::new(s).expect("built-in default path is valid")
 }
 fn default_api_port() -> Port {
-    Port::of(9000)
+    Port::of(defaults::MINIO_API_PORT)
 }
 fn default_console_port() -> Port {
-    Port::of(9001)
+    Port::of(defaults::MINIO_CONSOLE_PORT)
 }
 fn default_minio_data() -> AbsPath {
-    abs("/var/lib/minio")
+    abs(defaults::MINIO_DATA_DIR)
 }
 fn default_minio_log() -> AbsPath {
-    abs("/var/log/minio")
+    abs(defaults::MINIO_LOG_DIR)
 }
 
 impl TryFrom<ObjectStoreRaw> for ObjectStore {
@@ -331,13 +348,13 @@ struct SparkRaw {
 }
 
 fn default_spark_home() -> AbsPath {
-    abs("/opt/spark")
+    abs(defaults::SPARK_HOME)
 }
 fn default_java_home() -> AbsPath {
-    abs("/opt/java")
+    abs(defaults::JAVA_HOME)
 }
 fn default_spark_logs() -> AbsPath {
-    abs("/opt/spark/logs")
+    abs(defaults::SPARK_LOG_DIR)
 }
 
 impl TryFrom<SparkRaw> for Spark {
@@ -399,13 +416,13 @@ pub struct SparkMaster {
 }
 
 fn default_master_port() -> Port {
-    Port::of(7077)
+    Port::of(defaults::SPARK_MASTER_PORT)
 }
 fn default_master_ui() -> Port {
-    Port::of(8080)
+    Port::of(defaults::SPARK_MASTER_UI_PORT)
 }
 fn default_worker_ui() -> Port {
-    Port::of(8081)
+    Port::of(defaults::SPARK_WORKER_UI_PORT)
 }
 
 /// A Spark standalone worker on this guest.
