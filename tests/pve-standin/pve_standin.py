@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # write nothing outside the state directory
 
 from standin import cluster as cl  # noqa: E402
 from standin import guests as gu  # noqa: E402

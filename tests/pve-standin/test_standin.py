@@ -87,7 +87,7 @@ class StandIn:
         enc = urllib.parse.quote(upid, safe="")
         end = time.time() + timeout
         while time.time() < end:
-            st = self.ok("GET", "/nodes/pve/tasks/%s/status" % enc)
+            st = self.ok("GET", "/nodes/%s/tasks/%s/status" % (upid.split(":")[1], enc))
             if st["status"] == "stopped":
                 return st
             time.sleep(0.05)
@@ -370,6 +370,64 @@ class StandInTest(unittest.TestCase):
         self.assertEqual(self.s.ok("GET", "/cluster/backup/imgbuild-lab")["vmid"], "100")
         self.s.ok("DELETE", "/cluster/backup/imgbuild-lab")
         self.assertEqual(self.s.ok("GET", "/cluster/backup"), [])
+
+
+    def test_fault_500_and_drop_before_do_nothing(self):
+        self.s.control("PUT", "faults", {"rate": 1.0, "seed": 3, "kinds": ["500"]})
+        st, body, _ = self.s.curl("POST", "/nodes/pve/qemu", *enc(vmid="182"))
+        self.assertEqual(st, 500)
+        self.s.control("PUT", "faults", {"rate": 1.0, "seed": 3, "kinds": ["drop_before"]})
+        st, body, rc = self.s.curl("POST", "/nodes/pve/qemu", *enc(vmid="182"))
+        self.assertEqual((st, rc), (0, 52))
+        self.s.control("PUT", "faults", {"rate": 0})
+        time.sleep(0.3)
+        self.assertNotIn("182", self.s.control("GET", "state")["guests"])
+
+    def test_faults_are_deterministic(self):
+        def run():
+            self.s.control("PUT", "faults", {"rate": 0.5, "seed": 42, "kinds": ["500", "latency"], "latency_ms": 1})
+            self.s.control("POST", "requests/reset")
+            for _ in range(12):
+                self.s.curl("GET", "/version")
+            return [r["fault"] for r in self.s.control("GET", "requests")]
+        first = run()
+        self.assertEqual(first, run())
+        self.assertIn("500", first)
+        self.assertIn(None, first)
+
+
+class MultiNodeTest(unittest.TestCase):
+    def test_three_nodes_shared_storage_offline_node(self):
+        cfg = config()
+        shared = {"storage": "nfs", "type": "nfs", "content": ["iso", "import", "images"], "shared": True,
+                  "path": "/mnt/pve/nfs"}
+        cfg["nodes"][0]["storages"].append(shared)
+        for name in ("pve2", "pve3"):
+            cfg["nodes"].append({"name": name, "online": name != "pve3", "bridges": ["vmbr0"],
+                                 "storages": [dict(cfg["nodes"][0]["storages"][1])]})
+        s = StandIn(cfg)
+        try:
+            self.assertEqual([(n["node"], n["status"]) for n in s.ok("GET", "/nodes")],
+                             [("pve", "online"), ("pve2", "online"), ("pve3", "offline")])
+            iso = os.path.join(s.dir, "a.iso")
+            with open(iso, "wb") as f:
+                f.write(b"x" * 4096)
+            st, body, _ = s.curl("POST", "/nodes/pve/storage/nfs/upload", "-F", "content=iso", "-F", "filename=@" + iso)
+            s.wait(body["data"])
+            self.assertEqual([v["volid"] for v in s.ok("GET", "/nodes/pve2/storage/nfs/content")], ["nfs:iso/a.iso"])
+            upid = s.ok("POST", "/nodes/pve2/qemu", *enc(vmid="300", ide2="nfs:iso/a.iso,media=cdrom", scsi0="local-lvm:1"))
+            self.assertTrue(upid.startswith("UPID:pve2:"))
+            st = s.curl("GET", "/nodes/pve/tasks/%s/status" % urllib.parse.quote(upid, safe=""))
+            self.assertEqual(st[0], 400)  # a task is looked up on its own node
+            self.assertEqual(s.wait(upid)["node"], "pve2")
+            vm = [r for r in s.ok("GET", "/cluster/resources", "-G", "-d", "type=vm")][0]
+            self.assertEqual((vm["vmid"], vm["node"]), (300, "pve2"))
+            st, body, _ = s.curl("GET", "/nodes/pve3/storage")
+            self.assertEqual(st, 595)
+            st, body, _ = s.curl("GET", "/nodes/pve/qemu/300/config")
+            self.assertEqual((st, body["message"]), (500, "Configuration file 'nodes/pve/qemu-server/300.conf' does not exist\n"))
+        finally:
+            s.close()
 
 
 class VersionTest(unittest.TestCase):

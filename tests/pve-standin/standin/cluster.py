@@ -492,18 +492,21 @@ def h_content_delete(c, p, user, fault):
         volid = volume
         vsid = volid.split(":", 1)[0]
         if sid and vsid != sid:
-            raise param_exc({"volume": "storage ID mismatch ($sid != $storeid)"})
+            raise die("storage ID mismatch (%s != %s)\n" % (sid, vsid))
     storeid, volname, vtype = c.parse_volname(volid)
     vol = c.vols(storeid, node).get(volname)
     c.check(user, "/storage/" + storeid, ["Datastore.Allocate"])
+    scfg = c.storage_cfg(storeid)
+    shown = "%s/%s" % (scfg.get("path", "/var/lib/vz"), volname.replace("vztmpl/", "template/cache/")
+                       .replace("iso/", "template/iso/"))
     if vol is None:
         # PVE::Storage::path succeeds for any parsable name; vdisk_free fails in the worker
         def work(task):
-            raise TaskError("volume '%s' does not exist\n" % volid)
+            raise TaskError("unlink '%s' failed - No such file or directory\n" % shown)
     else:
         def work(task):
             if volname not in c.vols(storeid, node):
-                raise TaskError("volume '%s' does not exist\n" % volid)
+                raise TaskError("unlink '%s' failed - No such file or directory\n" % shown)
             c.free_volume(volid, node)
             task.log.append("Removed volume '%s'" % volid)
     ownervm = vol.get("vmid") if vol else None

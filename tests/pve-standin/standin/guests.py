@@ -649,8 +649,7 @@ def h_destroy(c, p, user, kind, fault):
         if p.get("force") != "1":
             raise die("unable to destroy CT %d - container is running\n" % g.vmid)
     purge = p.get("purge") == "1"
-    unref = p.get("destroy-unreferenced-disks") == "1" or \
-        (kind == "lxc" and p.get("destroy-unreferenced-disks") is None)
+    unref = p.get("destroy-unreferenced-disks") == "1"
 
     def work(task):
         if g.config.get("lock") and p.get("skiplock") != "1":
