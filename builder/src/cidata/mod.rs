@@ -165,7 +165,7 @@ pub fn render_network_config(net: &NetworkSettings) -> String {
 pub fn for_guest(
     lab: &crate::model::lab::Lab,
     guest: &crate::model::lab::Guest,
-    seed: &firstboot::Seed,
+    seed: &imgbuild_seed::Seed,
     mac: Option<&str>,
 ) -> CidataFiles {
     let mut net = NetworkSettings::new(
