@@ -113,11 +113,15 @@ pub fn run(args: Args) -> Result<()> {
             }
             return Ok(());
         }
-        if !plan.has_work() {
+        let finishing = plan.has_work() && plan.changes() == 0;
+        if !plan.has_work() || (finishing && args.no_wait) {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "outcome": [], "changed": false}))?);
             } else {
                 eprintln!("\nNo changes: the cluster matches the lab. Nothing was sent.");
+                if finishing {
+                    eprintln!("(seed media stay attached until a deploy without --no-wait sees their guests ready)");
+                }
             }
             return Ok(());
         }

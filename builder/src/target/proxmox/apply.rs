@@ -316,7 +316,7 @@ fn vm_params(ctx: &Ctx<'_>, d: &Desired, import_vol: &str, iso_vol: &str) -> Par
             "scsi0",
             PropString::with_default(format!("{}:0", s.storage.images))
                 .kv("import-from", import_vol)
-                .flag("discard", true),
+                .kv("discard", "on"),
         )
         .set(
             "ide2",
