@@ -351,7 +351,7 @@ fn num(v: &Value) -> Option<u64> {
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
-fn guest<'a>(g: &'a serde_json::Map<String, Value>, vmid: u32) -> &'a Value {
+fn guest(g: &serde_json::Map<String, Value>, vmid: u32) -> &Value {
     g.get(&vmid.to_string())
         .unwrap_or_else(|| panic!("guest {vmid} missing: {g:?}"))
 }
