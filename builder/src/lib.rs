@@ -17,6 +17,7 @@ pub mod lock;
 pub mod model;
 pub mod payload;
 pub mod ready;
+pub mod redact;
 pub mod resolve;
 pub mod seed;
 pub mod target;

@@ -265,7 +265,7 @@ pub fn resolve(
                     problems.push(format!(
                         "artifact `{}` ({}) declared at {}: the recipe says {inline} but {} pins {}",
                         spec.name,
-                        spec.url,
+                        crate::http::redact(&spec.url),
                         spec.origin,
                         lock.name(),
                         e.digest
@@ -285,7 +285,7 @@ pub fn resolve(
                 problems.push(format!(
                     "artifact `{}` ({}) declared at {} is not pinned in {}",
                     spec.name,
-                    spec.url,
+                    crate::http::redact(&spec.url),
                     spec.origin,
                     lock.name()
                 ));
@@ -389,7 +389,9 @@ pub fn build(
             match (&slot.0.digest, &spec.digest) {
                 (Some(a), Some(b)) if a != b => errors.push(format!(
                     "{} is pinned to {a} at {} but to {b} at {}",
-                    spec.url, slot.0.origin, spec.origin
+                    crate::http::redact(&spec.url),
+                    slot.0.origin,
+                    spec.origin
                 )),
                 (None, Some(_)) => slot.0 = spec.clone(),
                 _ => {}

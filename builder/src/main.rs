@@ -12,11 +12,12 @@ fn main() -> ExitCode {
     match imgbuild::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Through the secret scrubber: no resolved secret reaches stderr.
             if let Some(bad) = err.downcast_ref::<BadInput>() {
-                eprintln!("error: {bad}");
+                eprintln!("error: {}", imgbuild::redact::scrub(&bad.to_string()));
                 return ExitCode::from(2);
             }
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", imgbuild::redact::scrub(&format!("{err:#}")));
             ExitCode::from(1)
         }
     }

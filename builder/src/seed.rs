@@ -23,7 +23,10 @@ pub fn for_guest(lab: &Lab, name: &str) -> Result<Seed> {
     Seed::from_yaml(&yaml).map_err(|e| {
         // The error text may quote a field value; secrets are validated as
         // opaque strings by the agent's types, whose errors never echo them.
-        anyhow!("the seed for guest {name} is invalid: {e}")
+        anyhow!(
+            "the seed for guest {name} is invalid: {}",
+            crate::redact::scrub(&e.to_string())
+        )
     })
 }
 

@@ -1362,3 +1362,75 @@ fn binary_plan_shows_artifacts_pinned_from_a_mirror() {
     assert_eq!(pins.len(), 1, "{v}");
     assert_eq!(pins[0]["url"], spark);
 }
+
+#[test]
+fn binary_mirror_credentials_are_sent_but_never_shown() {
+    let mirror = Server::start();
+    let upstream = Server::start();
+    let data = body(3_000, 70);
+    mirror.route(
+        "/m/tool",
+        vec![Reply::Status(503), Reply::Body(data.clone())],
+    );
+    let r = RecipeDir::new(
+        &upstream,
+        ("/img/base.tar.zst", &format!("digest: {}", sha256(b"gone"))),
+        &[("tool", "/dl/tool", format!("digest: {}", sha256(&data)))],
+    );
+    let secret_url = mirror
+        .url("/m/")
+        .replace("http://", "http://alice:hunter2pass@");
+    let cache = tempfile::tempdir().unwrap();
+    let recipe = r.recipe.to_str().unwrap();
+    // The base is in neither place: a 404 from the mirror, then from upstream.
+    let out = imgbuild(
+        cache.path(),
+        &[
+            "-vv",
+            "fetch",
+            "--recipe",
+            recipe,
+            "--mirror",
+            &secret_url,
+            "--retry-delay-ms",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        !all.contains("hunter2pass") && !all.contains("alice"),
+        "{all}"
+    );
+    assert!(all.contains("http://***@127.0.0.1"), "{all}");
+    assert!(all.contains("retrying"), "the 503 was retried: {all}");
+    let sent = mirror.requests_for("/m/tool");
+    assert!(
+        sent.iter()
+            .all(|q| q.header("Authorization") == Some("Basic YWxpY2U6aHVudGVyMnBhc3M=")),
+        "the credentials are sent: {sent:?}"
+    );
+    // A URL that does not parse, from the flag or the environment, is not echoed.
+    let bad = "http://alice:hunter2pass@[::1";
+    let out = imgbuild(
+        cache.path(),
+        &["fetch", "--recipe", recipe, "--mirror", bad],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--mirror") && !err.contains("hunter2pass"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_imgbuild"))
+        .args(["fetch", "--help"])
+        .env("IMGBUILD_MIRROR", &secret_url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        !text(&out.stdout).contains("hunter2pass"),
+        "{}",
+        text(&out.stdout)
+    );
+}

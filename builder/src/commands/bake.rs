@@ -69,7 +69,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_lock_path(&args.recipe));
     let lock = Lock::load_or_empty(&lock_path)?;
-    let fetcher = Fetcher::new(cache, args.net.options())?;
+    let fetcher = Fetcher::new(cache, args.net.options()?)?;
     let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;
     crate::commands::fetch::warn_mirror_pins(&pinned);
     say(format!("fetching {} artifacts", pinned.len()));

@@ -43,8 +43,15 @@ pub struct Args {
 pub struct NetArgs {
     /// Look artifacts up by file name here before upstream: a directory, or an
     /// http(s) URL (GET <URL>/<file name>). Upstream serves what it lacks.
-    #[arg(long, value_name = "DIR|URL", env = "IMGBUILD_MIRROR")]
-    pub mirror: Option<Mirror>,
+    /// A URL may carry credentials (https://user:pass@host/): they are sent, never shown.
+    // Parsed after clap, whose errors and --help would echo the text.
+    #[arg(
+        long,
+        value_name = "DIR|URL",
+        env = "IMGBUILD_MIRROR",
+        hide_env_values = true
+    )]
+    pub mirror: Option<String>,
 
     /// No progress output on stderr.
     #[arg(short, long)]
@@ -77,9 +84,16 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    pub fn options(&self) -> FetchOptions {
-        FetchOptions {
-            mirror: self.mirror.clone(),
+    pub fn options(&self) -> Result<FetchOptions> {
+        let mirror = match &self.mirror {
+            None => None,
+            Some(m) => Some(
+                m.parse::<Mirror>()
+                    .map_err(|e| anyhow::anyhow!("--mirror: {e}"))?,
+            ),
+        };
+        Ok(FetchOptions {
+            mirror,
             retries: self.retries,
             retry_delay: Duration::from_millis(self.retry_delay_ms),
             parallel: self.jobs.max(1),
@@ -91,7 +105,7 @@ impl NetArgs {
             ca_file: self.ca_file.clone(),
             trust_mirror_checksums: self.trust_mirror_checksums,
             ..FetchOptions::default()
-        }
+        })
     }
 }
 
@@ -125,7 +139,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
         cache,
         FetchOptions {
             verify_cache: args.verify_cache,
-            ..args.net.options()
+            ..args.net.options()?
         },
     )?;
     let pinned = fetcher.pin(&recipe.artifacts(), &lock, args.locked)?;

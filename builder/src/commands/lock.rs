@@ -53,7 +53,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
             (name, r.artifacts())
         })
         .collect();
-    let fetcher = Fetcher::new(cache, args.net.options())?;
+    let fetcher = Fetcher::new(cache, args.net.options()?)?;
     let new = lock::build(&inputs, |spec| fetcher.learn(spec))?;
     let text = new.to_yaml();
     let old = std::fs::read_to_string(&lock_path).ok();

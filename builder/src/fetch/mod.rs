@@ -480,7 +480,10 @@ impl Fetcher {
         if let Some(mirror) = &self.opts.mirror {
             let name = file_name_of(url);
             if name.is_empty() || name == "." || name == ".." || name.contains('/') {
-                bail!("{url} has no usable file name to look up in the mirror");
+                bail!(
+                    "{} has no usable file name to look up in the mirror",
+                    crate::http::redact(url)
+                );
             }
             match mirror {
                 Mirror::Dir(d) => out.push(Box::new(DirSource {
@@ -489,7 +492,12 @@ impl Fetcher {
                 Mirror::Url(base) => {
                     let mut u = base.clone();
                     u.path_segments_mut()
-                        .map_err(|()| anyhow!("mirror URL {base} cannot have a path"))?
+                        .map_err(|()| {
+                            anyhow!(
+                                "mirror URL {} cannot have a path",
+                                crate::http::redact(base)
+                            )
+                        })?
                         .pop_if_empty()
                         .push(&name);
                     out.push(Box::new(HttpSource {
@@ -506,7 +514,10 @@ impl Fetcher {
                 client: self.client.clone(),
                 kind: "upstream",
             })),
-            other => bail!("{url}: unsupported scheme {other:?} (expected http or https)"),
+            other => bail!(
+                "{}: unsupported scheme {other:?} (expected http or https)",
+                crate::http::redact(url)
+            ),
         }
         Ok(out)
     }

@@ -356,11 +356,20 @@ impl SecretRef {
     /// its trailing newline. Errors name the variable or path, never the value.
     pub fn resolve(&self) -> Result<String> {
         let v = match self {
-            SecretRef::Env(n) => std::env::var(n)
-                .with_context(|| format!("reading secret from environment variable {n}"))?,
+            // VarError's text quotes a non-UTF-8 value: say what is wrong without it.
+            SecretRef::Env(n) => match std::env::var(n) {
+                Ok(v) => v,
+                Err(std::env::VarError::NotPresent) => {
+                    bail!("reading secret from environment variable {n}: it is not set")
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    bail!("reading secret from environment variable {n}: it is not valid UTF-8")
+                }
+            },
             SecretRef::File(p) => std::fs::read_to_string(p)
                 .with_context(|| format!("reading secret from {}", p.display()))?,
         };
+        crate::redact::register_secret(&v);
         let v = v
             .strip_suffix('\n')
             .map(|v| v.strip_suffix('\r').unwrap_or(v))
