@@ -1434,3 +1434,116 @@ fn binary_mirror_credentials_are_sent_but_never_shown() {
         text(&out.stdout)
     );
 }
+
+// ---- bake re-checks cached blobs as it reads them ----------------------------
+
+/// A small Proxmox-shaped LXC base: the directories a bake writes into, and
+/// one file whose content tells bases apart.
+fn lxc_base(marker: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for d in [
+        "./",
+        "./etc/",
+        "./etc/systemd/",
+        "./etc/systemd/system/",
+        "./etc/systemd/system/multi-user.target.wants/",
+        "./usr/",
+        "./usr/local/",
+        "./usr/local/bin/",
+        "./usr/local/sbin/",
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        b.append_data(&mut h, d, std::io::empty()).unwrap();
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(marker.len() as u64);
+    b.append_data(&mut h, "./etc/marker", marker.as_bytes())
+        .unwrap();
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+#[test]
+fn binary_bake_catches_a_tampered_cache_while_reading_it() {
+    let srv = Server::start();
+    let base = lxc_base("the real base");
+    let tool = body(30_000, 80);
+    srv.route("/img/base.tar.zst", vec![Reply::Body(base.clone())]);
+    srv.route("/dl/tool", vec![Reply::Body(tool.clone())]);
+    let r = RecipeDir::new(
+        &srv,
+        ("/img/base.tar.zst", &format!("digest: {}", sha256(&base))),
+        &[("tool", "/dl/tool", format!("digest: {}", sha256(&tool)))],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let dist = tempfile::tempdir().unwrap();
+    let recipe = r.recipe.to_str().unwrap();
+    let out_dir = dist.path().to_str().unwrap();
+    // Any static x86-64 executable will do as the agent here; glibc's ldconfig is one.
+    let bake = || {
+        imgbuild(
+            cache.path(),
+            &[
+                "bake",
+                "--recipe",
+                recipe,
+                "--agent",
+                "/sbin/ldconfig",
+                "--out-dir",
+                out_dir,
+                "-q",
+            ],
+        )
+    };
+    let out = imgbuild(cache.path(), &["fetch", "--recipe", recipe, "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let blob = |d: &Digest| cache.path().join("blobs/sha256").join(d.hex());
+    let template = dist.path().join("test-lxc.tar.zst");
+
+    // A payload blob swapped for other bytes (same size) in the cache.
+    let mut evil = tool.clone();
+    evil[12_345] ^= 0xff;
+    fs::remove_file(blob(&sha256(&tool))).unwrap();
+    fs::write(blob(&sha256(&tool)), &evil).unwrap();
+    let out = bake();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is corrupt") && err.contains(&sha256(&evil).to_string()),
+        "{err}"
+    );
+    assert!(!template.exists(), "nothing published");
+    assert!(
+        !blob(&sha256(&tool)).exists(),
+        "the corrupt blob was removed"
+    );
+    assert_eq!(
+        fs::read_dir(dist.path()).unwrap().count(),
+        0,
+        "no temporary file left"
+    );
+
+    // The base swapped for another valid template: it would bake fine, but it
+    // is not the pinned one.
+    let other = lxc_base("a substituted base");
+    fs::remove_file(blob(&sha256(&base))).unwrap();
+    fs::write(blob(&sha256(&base)), &other).unwrap();
+    let out = bake();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is corrupt") && err.contains(&sha256(&other).to_string()),
+        "{err}"
+    );
+    assert!(!template.exists());
+
+    // Each removed blob was fetched again by the next run, which then bakes.
+    let out = bake();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(srv.requests_for("/dl/tool").len(), 2);
+    assert_eq!(srv.requests_for("/img/base.tar.zst").len(), 2);
+    assert!(template.exists());
+}

@@ -504,6 +504,43 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     let mut bad = Tree::new();
     bad.insert("/opt", Node::bytes(&b"x"[..], 0o644)).unwrap();
     bake_fails(&base, &bad, &opts(), &dist, "would replace a directory");
+
+    // Cached inputs that no longer match their digests (a tampered cache): the
+    // base, then a payload blob; qemu-img and debugfs read those files directly,
+    // so the bake hashes them alongside and publishes nothing on a mismatch.
+    let digest_of = |p: &Path| {
+        imgbuild::fetch::hash::hash_reader(
+            imgbuild::artifact::DigestAlgo::Sha256,
+            std::fs::File::open(p).unwrap(),
+        )
+        .unwrap()
+        .0
+    };
+    let cached = dir.path().join("cached-base.qcow2");
+    std::fs::copy(&base, &cached).unwrap();
+    let o = VmBakeOptions {
+        base_digest: Some(digest_of(&raw)),
+        ..opts()
+    };
+    bake_fails(&cached, &tree, &o, &dist, "is corrupt");
+    assert!(!cached.exists(), "the corrupt cached base is removed");
+    let blob = dir.path().join("cached-tool");
+    std::fs::write(&blob, b"the pinned tool").unwrap();
+    let pinned = digest_of(&blob);
+    std::fs::write(&blob, b"another tool!!!").unwrap();
+    let mut with_blob = tree.clone();
+    with_blob
+        .insert(
+            "/usr/local/bin/tool",
+            Node::cached_blob(&blob, 0o755, &pinned).unwrap(),
+        )
+        .unwrap();
+    let o = VmBakeOptions {
+        base_digest: Some(digest_of(&base)),
+        ..opts()
+    };
+    bake_fails(&base, &with_blob, &o, &dist, "is corrupt");
+    assert!(base.exists(), "the good base stays");
 }
 
 #[test]

@@ -28,7 +28,7 @@ pub fn payload_tree(
             .with_context(|| format!("artifact `{}` was not fetched", item.artifact.name))?;
         match &item.install {
             Install::File { path, mode } => {
-                tree.insert(path, Node::host_file(&f.path, *mode)?)?;
+                tree.insert(path, Node::cached_blob(&f.path, *mode, &f.digest)?)?;
             }
             Install::Unpack {
                 to,
@@ -39,10 +39,16 @@ pub fn payload_tree(
                     f.digest.algo.name(),
                     f.digest.hex()
                 ));
-                let sub = archive::unpack_into_tree(&f.path, to, *strip_components, &staging)
-                    .with_context(|| {
-                        format!("unpacking artifact `{}` into {to}", item.artifact.name)
-                    })?;
+                let sub = archive::unpack_blob_into_tree(
+                    &f.path,
+                    &f.digest,
+                    to,
+                    *strip_components,
+                    &staging,
+                )
+                .with_context(|| {
+                    format!("unpacking artifact `{}` into {to}", item.artifact.name)
+                })?;
                 tree.extend(sub);
             }
         }

@@ -508,7 +508,10 @@ pub fn write_script(
             NodeKind::File(src) => {
                 ensure_replaceable(path, here)?;
                 let host = match src {
-                    crate::payload::FileSource::Host { path, .. } => path.clone(),
+                    // debugfs reads host files itself; the VM bake checks blobs' digests
+                    // alongside (vm::bake).
+                    crate::payload::FileSource::Host { path, .. }
+                    | crate::payload::FileSource::Blob { path, .. } => path.clone(),
                     crate::payload::FileSource::Bytes(b) => staging.stage(b)?,
                 };
                 let host = host

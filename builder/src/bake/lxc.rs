@@ -79,6 +79,27 @@ pub fn bake(base: &Path, payload: &Tree, out: &Path) -> Result<BakeStats> {
     bake_with_mode(base, payload, out, 0o644)
 }
 
+/// [`bake`] from a cached base whose bytes are checked against `base_digest`
+/// as they stream through (no extra pass); payload blobs
+/// ([`crate::payload::FileSource::Blob`]) are checked as they are copied. A
+/// mismatch fails the bake before the output is published.
+pub fn bake_checked(
+    base: &Path,
+    base_digest: &crate::artifact::Digest,
+    payload: &Tree,
+    out: &Path,
+) -> Result<BakeStats> {
+    let (blob, check) = crate::fetch::cache::open_verified(base, base_digest)?;
+    bake_from(
+        crate::payload::archive::decompress(blob, base)?,
+        Some(check),
+        base,
+        payload,
+        out,
+        0o644,
+    )
+}
+
 /// [`bake`] with the output's permission bits.
 pub(crate) fn bake_with_mode(
     base: &Path,
@@ -86,12 +107,35 @@ pub(crate) fn bake_with_mode(
     out: &Path,
     mode: u32,
 ) -> Result<BakeStats> {
+    bake_from(open_decompressed(base)?, None, base, payload, out, mode)
+}
+
+fn bake_from(
+    decompressed: Box<dyn Read + Send>,
+    check: Option<crate::fetch::cache::BlobCheck>,
+    base: &Path,
+    payload: &Tree,
+    out: &Path,
+    mode: u32,
+) -> Result<BakeStats> {
     let start = Instant::now();
-    let input = threaded_reader(open_decompressed(base)?);
+    let mut input = threaded_reader(decompressed);
     let mut atomic = AtomicFile::create(out, mode)?;
     let w = BufWriter::with_capacity(1 << 20, atomic.file());
-    let (mut stats, w) = transform(input, payload, w, default_workers())
-        .with_context(|| format!("baking {} into {}", base.display(), out.display()))?;
+    let baked = transform(&mut input, payload, w, default_workers()).and_then(|(stats, w)| {
+        // Read the base to its end, so all of it is hashed (the tar's end
+        // marker may come before the compressed stream's end).
+        io::copy(&mut input, &mut io::sink()).context("reading the rest of the base")?;
+        Ok((stats, w))
+    });
+    drop(input);
+    // A tampered base may break the tar or the decompressor before its end:
+    // its digest is then the reason to report.
+    if let Some(check) = check {
+        check.finish()?;
+    }
+    let (mut stats, w) =
+        baked.with_context(|| format!("baking {} into {}", base.display(), out.display()))?;
     w.into_inner()
         .map_err(|e| e.into_error())
         .with_context(|| format!("writing {}", out.display()))?;
@@ -222,7 +266,12 @@ impl<W: Write> TarOut<W> {
             let mut buf = vec![0u8; size.clamp(1, 1 << 20) as usize];
             let n = tarfmt::copy_n(&mut r, self, size, &mut buf)
                 .with_context(|| format!("copying payload {path}"))?;
-            let longer = r.read(&mut buf[..1]).map(|k| k > 0).unwrap_or(false);
+            // Reading past the end also ends a cached blob's digest check, whose
+            // failure must not be mistaken for "no more bytes".
+            let longer = r
+                .read(&mut buf[..1])
+                .with_context(|| format!("reading payload {path}"))?
+                > 0;
             if n != size || longer {
                 bail!("payload {path}: source does not have the expected {size} bytes (changed during the bake?)");
             }

@@ -41,6 +41,9 @@ pub struct VmBakeOptions {
     /// Unix time stamped on the filesystem's last-write time and the inodes
     /// e2fsprogs touches for its own purposes.
     pub timestamp: u64,
+    /// The cached base's digest: checked, with every payload blob's, before the
+    /// output is published (see [`bake`]).
+    pub base_digest: Option<crate::artifact::Digest>,
 }
 
 impl Default for VmBakeOptions {
@@ -51,6 +54,7 @@ impl Default for VmBakeOptions {
             compress: false,
             max_disk_bytes: None,
             timestamp: crate::payload::default_mtime(),
+            base_digest: None,
         }
     }
 }
@@ -255,11 +259,39 @@ pub fn plan(
 }
 
 /// Bakes `payload` into a copy of `base_qcow2`, writing `out` atomically.
+///
+/// qemu-img and debugfs read the base and the payload blobs
+/// ([`crate::payload::FileSource::Blob`]) themselves, so their digests cannot
+/// be checked in our own read path: a thread hashes them alongside the bake
+/// (overlapping the qemu-img and e2fsprogs stages, on the page cache they warm)
+/// and the output is published only if all match. When the bake fails and a
+/// blob does not match, the mismatch is the error reported.
 pub fn bake(
     base_qcow2: &Path,
     payload: &Tree,
     out: &Path,
     opts: &VmBakeOptions,
+) -> Result<VmBakeStats> {
+    let mut blob_check = Some(spawn_blob_check(
+        base_qcow2,
+        opts.base_digest.as_ref(),
+        payload,
+    ));
+    let result = bake_checked(base_qcow2, payload, out, opts, &mut blob_check);
+    if let (Err(_), Some(check)) = (&result, blob_check.take()) {
+        if let Ok(Err(corrupt)) = check.join() {
+            return Err(corrupt);
+        }
+    }
+    result
+}
+
+fn bake_checked(
+    base_qcow2: &Path,
+    payload: &Tree,
+    out: &Path,
+    opts: &VmBakeOptions,
+    blob_check: &mut Option<std::thread::JoinHandle<Result<()>>>,
 ) -> Result<VmBakeStats> {
     let mut t = Timer {
         stages: Vec::new(),
@@ -389,8 +421,14 @@ pub fn bake(
         &mut cmd,
         &format!("convert the baked disk to {}", out.display()),
     )?;
-    let output_bytes = atomic.commit()?;
     t.lap("convert_out");
+    if let Some(check) = blob_check.take() {
+        check
+            .join()
+            .map_err(|_| anyhow::anyhow!("the blob check thread panicked"))??;
+    }
+    let output_bytes = atomic.commit()?;
+    t.lap("publish"); // waits for the blob check, then fsync and rename
 
     Ok(VmBakeStats {
         base_virtual_size,
@@ -404,6 +442,40 @@ pub fn bake(
         payload_bytes: payload.content_bytes(),
         output_bytes,
         stages: t.stages,
+    })
+}
+
+/// Hashes the cached base (when its digest is known) and every payload blob on a
+/// thread; its result is the first mismatch (see [`crate::fetch::cache::CorruptBlob`]).
+fn spawn_blob_check(
+    base: &Path,
+    base_digest: Option<&crate::artifact::Digest>,
+    payload: &Tree,
+) -> std::thread::JoinHandle<Result<()>> {
+    let mut blobs: Vec<(PathBuf, crate::artifact::Digest)> = Vec::new();
+    if let Some(d) = base_digest {
+        blobs.push((base.to_path_buf(), d.clone()));
+    }
+    for (_, node) in payload.iter() {
+        if let crate::payload::NodeKind::File(crate::payload::FileSource::Blob {
+            path,
+            digest,
+            ..
+        }) = &node.kind
+        {
+            if !blobs.iter().any(|(p, _)| p == path) {
+                blobs.push((path.clone(), digest.clone()));
+            }
+        }
+    }
+    std::thread::spawn(move || {
+        for (path, digest) in blobs {
+            let (mut r, check) = crate::fetch::cache::open_verified(&path, &digest)?;
+            let copied = std::io::copy(&mut r, &mut std::io::sink());
+            check.finish()?;
+            copied.with_context(|| format!("reading cached {}", path.display()))?;
+        }
+        Ok(())
     })
 }
 

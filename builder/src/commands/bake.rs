@@ -100,7 +100,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
     say(format!("writing {}", out.display()));
     match recipe.kind {
         ImageKind::Lxc => {
-            let stats = lxc::bake(&base.path, &payload, &out)?;
+            let stats = lxc::bake_checked(&base.path, &base.digest, &payload, &out)?;
             tracing::info!(?stats, "lxc bake done");
         }
         ImageKind::Vm => {
@@ -109,6 +109,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
                 headroom_bytes: settings.headroom_bytes,
                 root_label: settings.root_label,
                 compress: args.compress,
+                base_digest: Some(base.digest.clone()),
                 ..vm::VmBakeOptions::default()
             };
             let stats = vm::bake(&base.path, &payload, &out, &opts)?;

@@ -9,11 +9,14 @@
 //! and which was fsynced, so a blob path that exists holds the right bytes.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 
+use super::hash::Hasher;
 use crate::artifact::Digest;
 
 #[derive(Debug, Clone)]
@@ -130,5 +133,202 @@ impl Cache {
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", dir.display()))?;
         Ok(blob)
+    }
+}
+
+/// A cached blob that no longer hashes to its name: tampered with or corrupted
+/// on disk. It has been removed from the cache, so the next fetch gets it anew.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cached {path} is corrupt: it hashes to {actual}, not {expected}; removed it from the \
+     cache, run again to fetch it anew"
+)]
+pub struct CorruptBlob {
+    pub path: String,
+    pub expected: Digest,
+    pub actual: Digest,
+}
+
+/// Opens a cached blob for reading and checks its digest on the way: the
+/// returned reader hashes what it yields and, at end of file, fails with
+/// [`CorruptBlob`] (an `InvalidData` I/O error) when the bytes are not the
+/// blob's; [`BlobCheck::finish`] gives the verdict afterwards, hashing only the
+/// tail a consumer left unread (a decompressor stopping at its end marker).
+/// One pass over the bytes, the one the consumer makes anyway.
+pub fn open_verified(path: &Path, digest: &Digest) -> Result<(VerifiedBlob, BlobCheck)> {
+    let file = File::open(path).with_context(|| format!("opening cached {}", path.display()))?;
+    let state = Arc::new(Mutex::new(CheckState {
+        hasher: Hasher::new(digest.algo),
+        len: 0,
+        verdict: None,
+    }));
+    let shared = Shared {
+        path: path.to_path_buf(),
+        expected: digest.clone(),
+        state,
+    };
+    Ok((
+        VerifiedBlob {
+            file,
+            shared: shared.clone(),
+        },
+        BlobCheck { shared },
+    ))
+}
+
+struct CheckState {
+    hasher: Hasher,
+    len: u64,
+    /// `Some(None)`: verified; `Some(Some(actual))`: mismatch.
+    verdict: Option<Option<Digest>>,
+}
+
+#[derive(Clone)]
+struct Shared {
+    path: PathBuf,
+    expected: Digest,
+    state: Arc<Mutex<CheckState>>,
+}
+
+impl Shared {
+    /// Records the verdict for the bytes hashed so far (the whole file).
+    fn conclude(&self, st: &mut CheckState) -> Result<(), CorruptBlob> {
+        let verdict = st.verdict.get_or_insert_with(|| {
+            let actual =
+                std::mem::replace(&mut st.hasher, Hasher::new(self.expected.algo)).finish();
+            if actual == self.expected {
+                None
+            } else {
+                tracing::warn!(
+                    "cached {} is corrupt (hashes to {actual}); removing it",
+                    self.path.display()
+                );
+                if let Err(e) = fs::remove_file(&self.path) {
+                    tracing::warn!("could not remove {}: {e}", self.path.display());
+                }
+                Some(actual)
+            }
+        });
+        match verdict {
+            None => Ok(()),
+            Some(actual) => Err(CorruptBlob {
+                path: self.path.display().to_string(),
+                expected: self.expected.clone(),
+                actual: actual.clone(),
+            }),
+        }
+    }
+}
+
+/// The reading half of [`open_verified`].
+pub struct VerifiedBlob {
+    file: File,
+    shared: Shared,
+}
+
+impl Read for VerifiedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let mut st = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.verdict.is_some() {
+            return Ok(n);
+        }
+        st.hasher.update(&buf[..n]);
+        st.len += n as u64;
+        if n == 0 && !buf.is_empty() {
+            self.shared
+                .conclude(&mut st)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        }
+        Ok(n)
+    }
+}
+
+/// The verdict half of [`open_verified`].
+pub struct BlobCheck {
+    shared: Shared,
+}
+
+impl BlobCheck {
+    /// `Ok` when the blob's bytes are its digest's. Whatever the reader did not
+    /// reach is read here (usually nothing).
+    pub fn finish(self) -> Result<()> {
+        let sh = &self.shared;
+        let mut st = sh.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.verdict.is_none() {
+            let mut f = File::open(&sh.path)
+                .with_context(|| format!("opening cached {}", sh.path.display()))?;
+            f.seek(SeekFrom::Start(st.len))
+                .with_context(|| format!("reading cached {}", sh.path.display()))?;
+            let mut buf = vec![0u8; super::BUF_SIZE];
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .with_context(|| format!("reading cached {}", sh.path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                st.hasher.update(&buf[..n]);
+                st.len += n as u64;
+            }
+        }
+        sh.conclude(&mut st)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::DigestAlgo;
+
+    fn blob(dir: &Path, bytes: &[u8]) -> (PathBuf, Digest) {
+        let digest = super::super::hash::hash_reader(DigestAlgo::Sha256, bytes)
+            .unwrap()
+            .0;
+        let p = dir.join(digest.hex());
+        fs::write(&p, bytes).unwrap();
+        (p, digest)
+    }
+
+    #[test]
+    fn verified_read_passes_good_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, digest) = blob(d.path(), b"good bytes");
+        let (mut r, check) = open_verified(&p, &digest).unwrap();
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"good bytes");
+        check.finish().unwrap();
+        assert!(p.exists());
+    }
+
+    #[test]
+    fn tampered_blob_fails_at_eof_and_is_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, digest) = blob(d.path(), b"good bytes");
+        fs::write(&p, b"evil bytes").unwrap();
+        let (mut r, check) = open_verified(&p, &digest).unwrap();
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("is corrupt"), "{err}");
+        let err = check.finish().unwrap_err();
+        assert!(err.downcast_ref::<CorruptBlob>().is_some(), "{err:#}");
+        assert!(!p.exists(), "the corrupt blob is removed");
+    }
+
+    #[test]
+    fn a_tail_the_reader_left_is_hashed_by_finish() {
+        let d = tempfile::tempdir().unwrap();
+        let (p, digest) = blob(d.path(), b"header+payload");
+        let (r, check) = open_verified(&p, &digest).unwrap();
+        let mut head = [0u8; 6];
+        r.take(6).read_exact(&mut head).unwrap();
+        check.finish().unwrap();
+        fs::write(&p, b"header+PAYLOAD").unwrap();
+        let (r, check) = open_verified(&p, &digest).unwrap();
+        r.take(6).read_exact(&mut head).unwrap();
+        assert!(check.finish().is_err());
     }
 }

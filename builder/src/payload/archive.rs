@@ -58,7 +58,13 @@ pub fn detect(head: &[u8]) -> Option<Compression> {
 /// streams, zstd including several and skippable frames, or none).
 pub fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
     let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = BufReader::with_capacity(1 << 20, file);
+    decompress(file, path)
+}
+
+/// Like [`open_decompressed`], over any reader (a cached blob checked while it
+/// is read); `path` names it in messages.
+pub fn decompress(reader: impl Read + Send + 'static, path: &Path) -> Result<Box<dyn Read + Send>> {
+    let mut buf = BufReader::with_capacity(1 << 20, reader);
     let head = buf
         .fill_buf()
         .with_context(|| format!("reading {}", path.display()))?;
@@ -132,6 +138,28 @@ pub fn unpack_into_tree(
     strip_components: u32,
     staging: &Path,
 ) -> Result<Tree> {
+    unpack_checked(archive, None, dest, strip_components, staging)
+}
+
+/// [`unpack_into_tree`] of a cached artifact whose bytes are checked against
+/// `digest` while they are unpacked (nothing is staged if they differ).
+pub fn unpack_blob_into_tree(
+    archive: &Path,
+    digest: &crate::artifact::Digest,
+    dest: &str,
+    strip_components: u32,
+    staging: &Path,
+) -> Result<Tree> {
+    unpack_checked(archive, Some(digest), dest, strip_components, staging)
+}
+
+fn unpack_checked(
+    archive: &Path,
+    digest: Option<&crate::artifact::Digest>,
+    dest: &str,
+    strip_components: u32,
+    staging: &Path,
+) -> Result<Tree> {
     let dest = normalize(dest)?;
     if let Some(m) = read_manifest(staging)? {
         if m.strip_components == strip_components {
@@ -158,9 +186,32 @@ pub fn unpack_into_tree(
         .tempdir_in(parent)
         .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
 
-    let reader = open_decompressed(archive)?;
-    let manifest = unpack_stream(reader, &dest, strip_components, tmp.path())
-        .with_context(|| format!("unpacking {}", archive.display()))?;
+    let manifest = match digest {
+        None => unpack_stream(
+            open_decompressed(archive)?,
+            &dest,
+            strip_components,
+            tmp.path(),
+        ),
+        Some(digest) => {
+            let (blob, check) = crate::fetch::cache::open_verified(archive, digest)?;
+            let mut reader = decompress(blob, archive)?;
+            let unpacked = unpack_stream(&mut reader, &dest, strip_components, tmp.path())
+                .and_then(|m| {
+                    // Whatever follows the tar's end marker is hashed too.
+                    io::copy(&mut reader, &mut io::sink())?;
+                    Ok(m)
+                });
+            // A tampered blob may fail to parse before its end: its digest is
+            // then the reason to report.
+            drop(reader);
+            match (unpacked, check.finish()) {
+                (_, Err(corrupt)) => Err(corrupt),
+                (result, Ok(())) => result,
+            }
+        }
+    }
+    .with_context(|| format!("unpacking {}", archive.display()))?;
     let json = serde_json::to_vec(&manifest)?;
     let mpath = tmp.path().join(MANIFEST);
     fs::write(&mpath, json).with_context(|| format!("writing {}", mpath.display()))?;

@@ -26,13 +26,20 @@ pub enum FileSource {
     Bytes(Arc<[u8]>),
     /// A file on the build host (the agent, an unpacked artifact); read at write time.
     Host { path: PathBuf, len: u64 },
+    /// A verified artifact in the cache, named by its digest; the bytes are
+    /// checked against it again as they are read (a tampered cache is caught).
+    Blob {
+        path: PathBuf,
+        len: u64,
+        digest: crate::artifact::Digest,
+    },
 }
 
 impl FileSource {
     pub fn len(&self) -> u64 {
         match self {
             FileSource::Bytes(b) => b.len() as u64,
-            FileSource::Host { len, .. } => *len,
+            FileSource::Host { len, .. } | FileSource::Blob { len, .. } => *len,
         }
     }
 
@@ -48,7 +55,19 @@ impl FileSource {
             FileSource::Host { path, .. } => Box::new(
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
             ),
+            // Fails with the cache's CorruptBlob at end of file when the bytes differ.
+            FileSource::Blob { path, digest, .. } => {
+                Box::new(crate::fetch::cache::open_verified(path, digest)?.0)
+            }
         })
+    }
+
+    /// The host file this content is read from, if any.
+    pub fn host_path(&self) -> Option<&Path> {
+        match self {
+            FileSource::Bytes(_) => None,
+            FileSource::Host { path, .. } | FileSource::Blob { path, .. } => Some(path),
+        }
     }
 }
 
@@ -106,6 +125,21 @@ impl Node {
             gid: 0,
             mtime: default_mtime(),
         })
+    }
+
+    /// A cached artifact as a file; its digest is checked while the bake reads it.
+    pub fn cached_blob(path: &Path, mode: u32, digest: &crate::artifact::Digest) -> Result<Self> {
+        let mut node = Node::host_file(path, mode)?;
+        let len = match &node.kind {
+            NodeKind::File(src) => src.len(),
+            _ => 0,
+        };
+        node.kind = NodeKind::File(FileSource::Blob {
+            path: path.to_path_buf(),
+            len,
+            digest: digest.clone(),
+        });
+        Ok(node)
     }
 
     pub fn symlink(target: &str) -> Self {
