@@ -50,6 +50,12 @@ pub enum Command {
     Deploy(commands::deploy::Args),
     /// Remove this lab's guests and uploads from Proxmox VE.
     Destroy(commands::destroy::Args),
+    /// Snapshot this lab's guests (--label, --keep N prunes), or install a timer that does.
+    Snapshot(commands::snapshot::Args),
+    /// List this lab's snapshots with label and age.
+    Snapshots(commands::snapshots::Args),
+    /// Roll a guest back to one of this lab's snapshots: stop, roll back, start, wait ready.
+    Rollback(commands::rollback::Args),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]

@@ -522,8 +522,11 @@ fn homelab_from_nothing_then_noop_then_changes_then_destroy() {
     let m = sd.mutating();
     assert_eq!(
         m,
-        vec!["PUT /api2/json/nodes/pve/lxc/200/config".to_string()],
-        "{m:?}"
+        vec![
+            "POST /api2/json/nodes/pve/lxc/200/snapshot".to_string(),
+            "PUT /api2/json/nodes/pve/lxc/200/config".to_string()
+        ],
+        "a pre-update snapshot, then the change: {m:?}"
     );
     assert_eq!(num(&guest(&guests(&sd), 200)["config"]["cores"]), Some(3));
 
@@ -744,4 +747,172 @@ fn scaleout_lab_lands_on_its_nodes() {
     sd.reset_requests();
     ok(lab.deploy());
     assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+}
+
+/// An API call with the test token, as a person would make it with curl.
+fn api_call(sd: &Standin, method: &str, path: &str, form: &[&str]) -> Value {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-k", "-X", method, "-H"])
+        .arg(format!("Authorization: PVEAPIToken={TOKEN}"))
+        .arg(format!("https://127.0.0.1:{}/api2/json{path}", sd.port));
+    for f in form {
+        c.args(["--data-urlencode", f]);
+    }
+    let out = c.output().expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+fn snapshot_names(sd: &Standin, vmid: u32) -> Vec<String> {
+    guest(&guests(sd), vmid)["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn snapshots_before_changes_scheduled_pruned_and_rolled_back() {
+    let sd = Standin::start(&config(&["pve"]));
+    let lab = Lab::new(&sd, "homelab.yaml");
+    ok(lab.deploy());
+    // Someone's own snapshot on the container: never listed, pruned or used.
+    api_call(
+        &sd,
+        "POST",
+        "/nodes/pve/lxc/200/snapshot",
+        &["snapname=by-hand"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(snapshot_names(&sd, 200), vec!["by-hand".to_string()]);
+
+    // A cores change: the plan says a snapshot comes first, and it does.
+    lab.write_lab("homelab.yaml", |t| t.replacen("cores: 2", "cores: 3", 1));
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("minio (lxc 200 on pve): update in place: cores 2 -> 3\n      snapshot first: imgbuild-pre-update-<UTC time>"),
+        "{err}"
+    );
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert_eq!(
+        sd.mutating(),
+        vec![
+            "POST /api2/json/nodes/pve/lxc/200/snapshot".to_string(),
+            "PUT /api2/json/nodes/pve/lxc/200/config".to_string()
+        ]
+    );
+    let snaps = snapshot_names(&sd, 200);
+    let pre: Vec<_> = snaps
+        .iter()
+        .filter(|s| s.starts_with("imgbuild-pre-update-2"))
+        .cloned()
+        .collect();
+    assert_eq!(pre.len(), 1, "{snaps:?}");
+    assert_eq!(num(&guest(&guests(&sd), 200)["config"]["cores"]), Some(3));
+    assert!(
+        snapshot_names(&sd, 100).is_empty(),
+        "devlab was not changed"
+    );
+
+    // Scheduled snapshots: three runs with --keep 2 leave two per guest.
+    for _ in 0..3 {
+        ok(lab.imgbuild(&["snapshot", "--label", "daily", "--keep", "2"]));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    for vmid in [100, 200] {
+        let daily: Vec<_> = snapshot_names(&sd, vmid)
+            .into_iter()
+            .filter(|s| s.starts_with("imgbuild-daily-"))
+            .collect();
+        assert_eq!(daily.len(), 2, "{vmid}: {daily:?}");
+    }
+    let snaps = snapshot_names(&sd, 200);
+    assert!(snaps.contains(&"by-hand".to_string()), "{snaps:?}");
+    assert!(snaps.contains(&pre[0]), "{snaps:?}");
+
+    // The list: this lab's only, with label and age.
+    let o = ok(lab.imgbuild(&["snapshots", "--json"]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = v["snapshots"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{v}");
+    assert!(rows.iter().all(|r| r["name"] != "by-hand"));
+    assert!(rows
+        .iter()
+        .any(|r| r["guest"] == "minio" && r["label"] == "pre-update"));
+    let o = ok(lab.imgbuild(&["snapshots", "minio"]));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("pre-update") && table.contains("daily"),
+        "{table}"
+    );
+    assert!(!table.contains("by-hand"), "{table}");
+
+    // Rollback refuses what is not the lab's, then restores the previous config.
+    let o = lab.imgbuild(&["rollback", "minio", "--to", "by-hand", "--yes", "--no-wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    sd.reset_requests();
+    ok(lab.imgbuild(&["rollback", "minio", "--to", &pre[0], "--yes", "--no-wait"]));
+    assert_eq!(
+        sd.mutating(),
+        vec![
+            "POST /api2/json/nodes/pve/lxc/200/status/stop".to_string(),
+            format!(
+                "POST /api2/json/nodes/pve/lxc/200/snapshot/{}/rollback",
+                pre[0]
+            ),
+            "POST /api2/json/nodes/pve/lxc/200/status/start".to_string(),
+        ]
+    );
+    let ct = guest(&guests(&sd), 200).clone();
+    assert_eq!(num(&ct["config"]["cores"]), Some(2), "{ct}");
+    assert_eq!(ct["status"], "running");
+    // The lab still says 3 cores: deploy sees the difference again.
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("update in place: cores 2 -> 3"),
+        "{}",
+        text(&o)
+    );
+
+    // The timer: units that systemd itself accepts.
+    let units = lab.dir.path().join("units");
+    let o = ok(lab.imgbuild(&[
+        "snapshot",
+        "--install-timer",
+        "daily",
+        "--keep",
+        "7",
+        "--unit-dir",
+        units.to_str().unwrap(),
+        "--no-enable",
+    ]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("# 0 3 * * * "));
+    let svc = units.join("imgbuild-snapshot-homelab-daily.service");
+    let tmr = units.join("imgbuild-snapshot-homelab-daily.timer");
+    let s = std::fs::read_to_string(&svc).unwrap();
+    assert!(
+        s.contains("snapshot --lab \"") && s.contains("--label daily --keep 7"),
+        "{s}"
+    );
+    assert!(std::fs::read_to_string(&tmr)
+        .unwrap()
+        .contains("OnCalendar=daily"));
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&svc)
+        .arg(&tmr)
+        .output()
+        .expect("systemd-analyze (systemd)");
+    assert!(
+        out.status.success(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

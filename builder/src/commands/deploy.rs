@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     pub ready_timeout: u64,
 
+    /// Change guests without taking a snapshot first (for storages that
+    /// cannot snapshot; the plan shows which guests would get one).
+    #[arg(long)]
+    pub no_snapshot: bool,
+
     /// Guests handled at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
@@ -99,7 +104,10 @@ pub fn run(args: Args) -> Result<()> {
             bail!(msg);
         }
         let media: Vec<_> = cluster.volumes.clone();
-        let plan = plan::diff(&topo.name, &want, &cluster.guests, &media);
+        let mut plan = plan::diff(&topo.name, &want, &cluster.guests, &media);
+        if args.no_snapshot {
+            plan.guests.iter_mut().for_each(|g| g.snapshot = None);
+        }
         if !args.json {
             eprintln!(
                 "Proxmox VE {} on {}; lab {}:\n",
@@ -143,6 +151,7 @@ pub fn run(args: Args) -> Result<()> {
                 wait: !args.no_wait,
                 ready_timeout: Duration::from_secs(args.ready_timeout),
                 work: work.path().to_path_buf(),
+                snapshot: !args.no_snapshot,
             },
             stop,
             cluster.volumes.clone(),

@@ -80,6 +80,7 @@ pub fn run(args: Args) -> Result<()> {
                 wait: false,
                 ready_timeout: Duration::from_secs(1),
                 work: work.path().to_path_buf(),
+                snapshot: false,
             },
             stop,
             cluster.volumes.clone(),

@@ -6,7 +6,10 @@ pub mod destroy;
 pub mod fetch;
 pub mod lock;
 pub mod plan;
+pub mod rollback;
 pub mod seed;
+pub mod snapshot;
+pub mod snapshots;
 pub mod validate;
 
 use anyhow::Result;
@@ -26,6 +29,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Seed(args) => seed::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Destroy(args) => destroy::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Snapshots(args) => snapshots::run(args),
+        Command::Rollback(args) => rollback::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

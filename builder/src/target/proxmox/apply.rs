@@ -37,6 +37,8 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// A private (0700) directory for seed media before upload.
     pub work: PathBuf,
+    /// Take the plan's pre-change snapshots (`deploy --no-snapshot` turns it off).
+    pub snapshot: bool,
 }
 
 /// Shared by every guest's pipeline.
@@ -118,7 +120,10 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, want: &[Desired]) -> Vec<Outcome>
                         .map(|_| "deleted".to_string())
                 }
                 (_, None) => Ok("unchanged".into()),
-                (action, Some(d)) => guest_pipeline(ctx, action, d).await,
+                (action, Some(d)) => {
+                    let snap = gp.snapshot.as_deref().filter(|_| ctx.opts.snapshot);
+                    guest_pipeline(ctx, action, d, snap).await
+                }
             };
             let (address, services) = match d {
                 Some(d) => (d.spec.address.to_string(), services(d)),
@@ -164,6 +169,22 @@ pub fn action_name(a: &Action) -> &'static str {
     }
 }
 
+/// The plan step in words, for a snapshot's description.
+fn step_text(a: &Action) -> String {
+    match a {
+        Action::Update { changes } => format!(
+            "update in place: {}",
+            changes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Action::Replace { reasons } => format!("replace: {}", reasons.join("; ")),
+        other => action_name(other).to_string(),
+    }
+}
+
 fn services(d: &Desired) -> Vec<String> {
     d.spec
         .ports
@@ -179,8 +200,32 @@ fn services(d: &Desired) -> Vec<String> {
         .collect()
 }
 
-async fn guest_pipeline(ctx: &Ctx<'_>, action: &Action, d: &Desired) -> Result<String> {
+async fn guest_pipeline(
+    ctx: &Ctx<'_>,
+    action: &Action,
+    d: &Desired,
+    snapshot: Option<&str>,
+) -> Result<String> {
     let name = &d.spec.name;
+    if let Some(label) = snapshot {
+        ctx.check_stop()?;
+        let g = super::snapshot::GuestRef {
+            name: name.clone(),
+            node: d.spec.node.clone(),
+            kind: d.spec.kind,
+            vmid: d.spec.vmid,
+        };
+        let why = format!("before deploy: {}", step_text(action));
+        let (taken, _) =
+            super::snapshot::take_and_prune(&ctx.api, &ctx.topo.name, &g, label, &why, None)
+                .await
+                .map_err(|e| {
+                    anyhow!(
+                        "{e:#}\nthe pre-change snapshot failed, so {name} was not changed (storage without snapshots? run `imgbuild deploy --no-snapshot` to change it anyway)"
+                    )
+                })?;
+        say(name, format!("snapshot {taken} taken"));
+    }
     match action {
         Action::Unchanged => return Ok("unchanged".into()),
         Action::Create => create(ctx, d).await?,

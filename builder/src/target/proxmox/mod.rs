@@ -9,6 +9,7 @@
 //! - [`preflight`]: every blocking problem, before any change
 //! - [`plan`]: desired vs actual -> create / update / replace / finish / delete
 //! - [`apply`]: the changes, guests in parallel, each step repeatable
+//! - [`snapshot`]: imgbuild's snapshots (pre-change, scheduled), pruning, rollback
 
 pub mod api;
 pub mod apply;
@@ -16,6 +17,7 @@ pub mod cluster;
 pub mod params;
 pub mod plan;
 pub mod preflight;
+pub mod snapshot;
 pub mod state;
 pub mod task;
 pub mod tls;

@@ -15,6 +15,9 @@ use super::state::{self, Resource};
 use crate::model::lab::{GuestKind, Lab};
 use crate::resolve::{GuestSpec, Topology};
 
+/// The label of the snapshot deploy takes before it changes a guest in place.
+pub const PRE_UPDATE: &str = "pre-update";
+
 /// What the lab wants for one guest.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -146,6 +149,10 @@ pub struct GuestPlan {
     pub action: Action,
     /// Things worth knowing that change nothing (e.g. a disk never shrunk).
     pub notes: Vec<String>,
+    /// The label of the snapshot taken before the change (`pre-update`):
+    /// `imgbuild-<label>-<UTC time>`, see [`super::snapshot`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 /// Volumes of this lab on a storage, for seed-media leftovers and old images.
@@ -216,6 +223,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
         let s = &d.spec;
         let cur = actual.iter().find(|r| r.vmid == s.vmid);
         let mut notes = Vec::new();
+        let mut snapshot = None;
         let action = match cur {
             None => Action::Create,
             Some(r) if !r.is_ours(lab) => {
@@ -256,6 +264,10 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                     reasons.push("a previous create did not finish".into());
                 }
                 if !reasons.is_empty() {
+                    notes.push(
+                        "the old guest is destroyed and its snapshots with it (no pre-change snapshot)"
+                            .into(),
+                    );
                     Action::Replace { reasons }
                 } else {
                     let mut changes = Vec::new();
@@ -294,6 +306,9 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                     };
                     let pending = leftovers.iter().any(|v| v.name() == media);
                     if !changes.is_empty() {
+                        if changes.iter().any(|c| *c != Change::Start) {
+                            snapshot = Some(PRE_UPDATE.to_string());
+                        }
                         Action::Update { changes }
                     } else if pending {
                         Action::Finish
@@ -310,6 +325,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
             node: s.node.clone(),
             action,
             notes,
+            snapshot,
         });
     }
     for r in actual {
@@ -321,6 +337,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                 node: r.node.clone(),
                 action: Action::Delete,
                 notes: vec!["no longer in the lab file".into()],
+                snapshot: None,
             });
         }
     }
@@ -368,6 +385,13 @@ impl Plan {
                 "{sym:>3} {} ({} {} on {}): {what}",
                 g.guest, g.kind, g.vmid, g.node
             );
+            if let Some(label) = &g.snapshot {
+                let _ = writeln!(
+                    out,
+                    "      snapshot first: imgbuild-{label}-<UTC time> (rollback: imgbuild rollback {})",
+                    g.guest
+                );
+            }
             for n in &g.notes {
                 let _ = writeln!(out, "      note: {n}");
             }

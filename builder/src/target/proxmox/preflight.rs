@@ -19,6 +19,7 @@ pub const VM_PRIVS: &[&str] = &[
     "VM.Config.Network",
     "VM.Config.Options",
     "VM.PowerMgmt",
+    "VM.Snapshot",
 ];
 
 /// Privileges deploy needs on each storage it uses (`/storage/{id}`).
