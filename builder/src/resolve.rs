@@ -21,6 +21,8 @@ pub struct Topology {
     pub prefix: u8,
     pub dns: Vec<Ipv4Addr>,
     pub guests: Vec<GuestSpec>,
+    /// The lab's scheduled backup (`backup:`), if any.
+    pub backup: Option<crate::model::backup::Backup>,
 }
 
 /// One guest, fully resolved.
@@ -96,6 +98,7 @@ pub fn resolve(lab: &Lab) -> Topology {
         prefix: lab.network.cidr.prefix(),
         dns: lab.network.dns.clone(),
         guests,
+        backup: lab.backup.clone(),
     }
 }
 

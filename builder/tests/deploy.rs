@@ -916,3 +916,151 @@ fn snapshots_before_changes_scheduled_pruned_and_rolled_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+const BACKUP: &str = "\nbackup:\n  schedule: \"02:00\"\n  storage: local\n  mode: snapshot\n  retention:\n    keep_daily: 7\n";
+
+fn config_with_backup_privs() -> Value {
+    let mut cfg = config(&["pve"]);
+    let mut privs: Vec<&str> = ALL_PRIVS.to_vec();
+    privs.push("Sys.Modify");
+    cfg["tokens"][0]["privileges"] = json!({ "/": privs });
+    cfg
+}
+
+fn jobs(sd: &Standin) -> serde_json::Map<String, Value> {
+    sd.state()["backup_jobs"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn backup_job_follows_the_lab_and_goes_with_destroy() {
+    let sd = Standin::start(&config_with_backup_privs());
+    let lab = Lab::new(&sd, "homelab.yaml");
+    // Someone's own job: never touched.
+    api_call(
+        &sd,
+        "POST",
+        "/cluster/backup",
+        &["id=nightly-all", "all=1", "schedule=23:00", "storage=local"],
+    );
+    lab.write_lab("homelab.yaml", |t| t + BACKUP);
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("+ backup job imgbuild-homelab: create\n      02:00 to local (snapshot), keep-daily=7, vmids 100,200"),
+        "{err}"
+    );
+    ok(lab.deploy());
+    let j = jobs(&sd);
+    let job = &j["imgbuild-homelab"];
+    assert_eq!(job["vmid"], "100,200", "{job}");
+    assert_eq!(job["schedule"], "02:00");
+    assert_eq!(job["storage"], "local");
+    assert_eq!(job["mode"], "snapshot");
+    assert_eq!(job["prune-backups"], "keep-daily=7");
+    assert_eq!(num(&job["enabled"]), Some(1));
+    assert!(
+        job["comment"]
+            .as_str()
+            .unwrap()
+            .starts_with("imgbuild lab homelab:"),
+        "{job}"
+    );
+    let foreign = j["nightly-all"].clone();
+
+    // Nothing changed: no request changes anything.
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+
+    // The lab changes its schedule and retention: one PUT follows it.
+    lab.write_lab("homelab.yaml", |t| {
+        t + &BACKUP
+            .replace("02:00", "sat 03:00")
+            .replace("keep_daily: 7\n", "keep_daily: 5\n    keep_monthly: 3\n")
+    });
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("~ backup job imgbuild-homelab: update: schedule 02:00 -> sat 03:00, prune-backups keep-daily=7 -> keep-daily=5,keep-monthly=3"),
+        "{err}"
+    );
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert_eq!(
+        sd.mutating(),
+        vec!["PUT /api2/json/cluster/backup/imgbuild-homelab".to_string()]
+    );
+    let job = jobs(&sd)["imgbuild-homelab"].clone();
+    assert_eq!(job["schedule"], "sat 03:00");
+    assert_eq!(job["prune-backups"], "keep-daily=5,keep-monthly=3");
+
+    // A replaced guest keeps its place in the job (destroyed without purge).
+    lab.write_lab("homelab.yaml", |t| {
+        t.replace("memory: 6GiB", "memory: 5GiB")
+            + &BACKUP
+                .replace("02:00", "sat 03:00")
+                .replace("keep_daily: 7\n", "keep_daily: 5\n    keep_monthly: 3\n")
+    });
+    sd.reset_requests();
+    ok(lab.deploy());
+    let m = sd.mutating();
+    assert!(
+        m.iter().any(|r| r == "POST /api2/json/nodes/pve/qemu"),
+        "{m:?}"
+    );
+    assert!(!m.iter().any(|r| r.contains("/cluster/backup")), "{m:?}");
+    assert_eq!(jobs(&sd)["imgbuild-homelab"]["vmid"], "100,200");
+
+    // No backup: section any more: the job goes.
+    lab.write_lab("homelab.yaml", |t| {
+        t.replace("memory: 6GiB", "memory: 5GiB")
+    });
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("- backup job imgbuild-homelab: delete"),
+        "{}",
+        text(&o)
+    );
+    ok(lab.deploy());
+    assert!(!jobs(&sd).contains_key("imgbuild-homelab"));
+
+    // Back again, then destroy removes it; the foreign job stays as it was.
+    lab.write_lab("homelab.yaml", |t| {
+        t.replace("memory: 6GiB", "memory: 5GiB") + BACKUP
+    });
+    ok(lab.deploy());
+    assert!(jobs(&sd).contains_key("imgbuild-homelab"));
+    let o = ok(lab.imgbuild(&["destroy", "--yes", "--json"]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["backup_job_removed"], true, "{v}");
+    let j = jobs(&sd);
+    assert!(!j.contains_key("imgbuild-homelab"), "{j:?}");
+    assert_eq!(j["nightly-all"], foreign);
+}
+
+#[test]
+fn preflight_backup_storage_and_privileges() {
+    let mut cfg = config(&["pve"]);
+    cfg["nodes"][0]["storages"][0]["content"] = json!(["iso", "vztmpl", "import"]);
+    let sd = Standin::start(&cfg);
+    let lab = Lab::new(&sd, "homelab.yaml");
+    lab.write_lab("homelab.yaml", |t| t + BACKUP);
+    let o = lab.imgbuild(&["deploy", "--yes", "--no-wait"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("preflight found 2 problems"), "{}", text(&o));
+    assert!(
+        err.contains("storage local (backup.storage) on node pve does not carry `backup` content (it has: import,iso,vztmpl): add it with `pvesm set local --content backup,import,iso,vztmpl`"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        err.contains("the API token lacks Sys.Modify on /"),
+        "{}",
+        text(&o)
+    );
+    assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+}

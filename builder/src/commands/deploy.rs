@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::model;
 use crate::resolve;
-use crate::target::proxmox::{self, api::Api, apply, cluster::Cluster, plan, preflight};
+use crate::target::proxmox::{self, api::Api, apply, backup, cluster::Cluster, plan, preflight};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -90,7 +90,22 @@ pub fn run(args: Args) -> Result<()> {
             api.token().id
         );
         let cluster = read_cluster(&api, &topo).await?;
-        let problems = preflight::check(&cluster, &topo, &topo.name);
+        let mut problems = preflight::check(&cluster, &topo, &topo.name);
+        problems.extend(backup::preflight(&cluster, &topo));
+        let job = match backup::read(&api, &topo.name).await {
+            Ok(j) => j,
+            // Without Sys.Audit on / jobs cannot be read: fine when the lab
+            // wants none; preflight names the privilege when it does.
+            Err(_) if topo.backup.is_none() || !cluster.has("/", "Sys.Audit") => None,
+            Err(e) => return Err(e.context("reading the backup jobs")),
+        };
+        let job_plan = match backup::diff(&topo, job.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        };
         if !problems.is_empty() {
             let mut msg = format!(
                 "preflight found {} problem{} (nothing was changed):",
@@ -108,6 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         if args.no_snapshot {
             plan.guests.iter_mut().for_each(|g| g.snapshot = None);
         }
+        plan.backup = job_plan;
         if !args.json {
             eprintln!(
                 "Proxmox VE {} on {}; lab {}:\n",
@@ -164,6 +180,14 @@ pub fn run(args: Args) -> Result<()> {
             .collect();
         if errors.is_empty() {
             errors.extend(apply::cleanup(&ctx, &plan.cleanup).await);
+        }
+        if errors.is_empty() {
+            // After the guests: the job covers their vmids.
+            match backup::sync(&api, &topo).await {
+                Ok(Some(done)) => eprintln!("{}", done.trim_start()),
+                Ok(None) => {}
+                Err(e) => errors.push(format!("backup job: {e:#}")),
+            }
         }
         if args.json {
             println!(

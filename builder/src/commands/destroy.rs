@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::deploy::{confirm, read_cluster, runtime, spawn_interrupt_handler, ConnArgs};
 use crate::model::lab;
 use crate::resolve;
-use crate::target::proxmox::{self, api::Api, apply};
+use crate::target::proxmox::{self, api::Api, apply, backup};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,7 +45,12 @@ pub fn run(args: Args) -> Result<()> {
             .filter(|r| r.is_ours(&topo.name))
             .cloned()
             .collect();
-        if guests.is_empty() && cluster.volumes.is_empty() {
+        let job = backup::read(&api, &topo.name)
+            .await
+            .ok()
+            .flatten()
+            .filter(|j| backup::is_ours(j, &topo.name));
+        if guests.is_empty() && cluster.volumes.is_empty() && job.is_none() {
             eprintln!("nothing of lab {} is on {}", topo.name, ep.base);
             if args.json {
                 println!("{}", serde_json::json!({"guests": [], "volumes": []}));
@@ -64,6 +69,9 @@ pub fn run(args: Args) -> Result<()> {
         }
         for v in &cluster.volumes {
             eprintln!("  - volume {} on {}", v.volid, v.node);
+        }
+        if job.is_some() {
+            eprintln!("  - backup job {}", backup::job_id(&topo.name));
         }
         if !args.yes {
             confirm("Destroy these guests (and their disks) and volumes?")?;
@@ -102,12 +110,20 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         errors.extend(apply::cleanup(&ctx, &cluster.volumes).await);
+        let mut job_removed = false;
+        if job.is_some() {
+            match backup::remove(&api, &topo.name).await {
+                Ok(r) => job_removed = r,
+                Err(e) => errors.push(format!("backup job: {e:#}")),
+            }
+        }
         if args.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
                     "guests": guests.iter().map(|g| g.vmid).collect::<Vec<_>>(),
                     "volumes": cluster.volumes.iter().map(|v| &v.volid).collect::<Vec<_>>(),
+                    "backup_job_removed": job_removed,
                     "errors": errors,
                 }))?
             );

@@ -53,6 +53,8 @@ pub struct Lab {
     pub ssh: Ssh,
     /// In file order.
     pub guests: Vec<Guest>,
+    /// The scheduled backup job of the lab's guests (`backup:`), if any.
+    pub backup: Option<super::backup::Backup>,
     /// Where each field was written (dotted field path -> line/column), for diagnostics.
     pub spans: Spans,
 }

@@ -49,7 +49,10 @@ fn base_dir(path: &Path) -> &Path {
 
 fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> {
     let base = base_dir(path);
-    let top = ctx.map(Field::root(root), &["proxmox", "network", "ssh", "guests"])?;
+    let top = ctx.map(
+        Field::root(root),
+        &["proxmox", "network", "ssh", "guests", "backup"],
+    )?;
     let proxmox = top
         .req(ctx, "proxmox", "the Proxmox endpoint, token, TLS and nodes")
         .and_then(|f| proxmox(ctx, f, base));
@@ -62,6 +65,10 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
     let guests = top
         .req(ctx, "guests", "a mapping of guest name to guest")
         .and_then(|f| guests(ctx, f, base));
+    let backup = match top.opt("backup") {
+        Some(f) => super::backup::parse(ctx, f).map(Some),
+        None => Some(None),
+    };
     let (proxmox, mut guests) = (proxmox?, guests?);
     place_guests(ctx, &proxmox, &mut guests);
     Some(Lab {
@@ -73,6 +80,7 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
             .into_iter()
             .map(|(g, _)| g)
             .collect::<Option<Vec<_>>>()?,
+        backup: backup?,
         spans: ctx.spans.clone(),
     })
 }
@@ -219,7 +227,7 @@ fn node(ctx: &mut Ctx, f: Field<'_>) -> Option<PveNode> {
     })
 }
 
-fn parse_storage_id(s: &str) -> Result<String, String> {
+pub(super) fn parse_storage_id(s: &str) -> Result<String, String> {
     let b = s.as_bytes();
     let ok = b.len() >= 2
         && b[0].is_ascii_lowercase()

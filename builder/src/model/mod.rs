@@ -7,6 +7,7 @@
 //! - [`load_all`]: a lab plus the recipes it uses, cross-checked, with every
 //!   problem from every file in one [`BadInput`].
 
+pub mod backup;
 mod check;
 pub mod lab;
 mod lab_parse;

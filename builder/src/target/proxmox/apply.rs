@@ -239,7 +239,10 @@ async fn guest_pipeline(
                         d.spec.vmid
                     );
                 }
-                delete_guest(ctx, &r.node, r.kind().unwrap_or(d.spec.kind), r.vmid, name).await?;
+                // Not purged: the same vmid comes back, so it stays in the
+                // backup job (and any HA/replication entry).
+                delete_guest_keep_refs(ctx, &r.node, r.kind().unwrap_or(d.spec.kind), r.vmid, name)
+                    .await?;
             }
             create(ctx, d).await?;
         }
@@ -525,13 +528,36 @@ async fn update(ctx: &Ctx<'_>, d: &Desired, changes: &[Change]) -> Result<()> {
     start(ctx, d).await
 }
 
-/// Stops (hard: the guest is going away) and destroys a guest with its disks.
+/// Stops (hard: the guest is going away) and destroys a guest with its
+/// disks, purging it from backup jobs, HA and replication.
 pub async fn delete_guest(
     ctx: &Ctx<'_>,
     node: &str,
     kind: GuestKind,
     vmid: u32,
     name: &str,
+) -> Result<()> {
+    destroy(ctx, node, kind, vmid, name, true).await
+}
+
+/// As [`delete_guest`], but the vmid stays in backup jobs (a replace).
+async fn delete_guest_keep_refs(
+    ctx: &Ctx<'_>,
+    node: &str,
+    kind: GuestKind,
+    vmid: u32,
+    name: &str,
+) -> Result<()> {
+    destroy(ctx, node, kind, vmid, name, false).await
+}
+
+async fn destroy(
+    ctx: &Ctx<'_>,
+    node: &str,
+    kind: GuestKind,
+    vmid: u32,
+    name: &str,
+    purge: bool,
 ) -> Result<()> {
     let base = state::guest_path(node, kind, vmid);
     let Some(r) = current(ctx, vmid).await? else {
@@ -554,7 +580,7 @@ pub async fn delete_guest(
         .delete(
             &base,
             &Params::new()
-                .flag("purge", true)
+                .flag("purge", purge)
                 .flag("destroy-unreferenced-disks", true),
         )
         .await?;

@@ -9,10 +9,12 @@
 //! - [`preflight`]: every blocking problem, before any change
 //! - [`plan`]: desired vs actual -> create / update / replace / finish / delete
 //! - [`apply`]: the changes, guests in parallel, each step repeatable
+//! - [`backup`]: the lab's scheduled backup job (`/cluster/backup`)
 //! - [`snapshot`]: imgbuild's snapshots (pre-change, scheduled), pruning, rollback
 
 pub mod api;
 pub mod apply;
+pub mod backup;
 pub mod cluster;
 pub mod params;
 pub mod plan;

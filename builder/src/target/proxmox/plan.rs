@@ -179,12 +179,17 @@ pub struct Plan {
     /// This lab's uploads no wanted guest uses any more (old images, seed
     /// media of replaced guests): removed after the guests are done.
     pub cleanup: Vec<Volume>,
+    /// The lab's backup job (set by deploy from [`super::backup::diff`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::backup::JobPlan>,
 }
 
 impl Plan {
     /// Mutating steps planned (guests to change plus volumes to remove).
     pub fn changes(&self) -> usize {
-        self.guests.iter().filter(|g| g.action.mutates()).count() + self.cleanup.len()
+        self.guests.iter().filter(|g| g.action.mutates()).count()
+            + self.cleanup.len()
+            + usize::from(self.backup.as_ref().is_some_and(|b| b.mutates()))
     }
 
     /// Guests that need a step (including waiting) or volumes to remove.
@@ -351,6 +356,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
         lab: lab.to_string(),
         guests,
         cleanup,
+        backup: None,
     }
 }
 
@@ -402,6 +408,9 @@ impl Plan {
                 "  - volume {} on {}: remove (no longer used)",
                 v.volid, v.node
             );
+        }
+        if let Some(b) = &self.backup {
+            let _ = writeln!(out, "{b}");
         }
         let count = |f: fn(&Action) -> bool| self.guests.iter().filter(|g| f(&g.action)).count();
         let _ = writeln!(
