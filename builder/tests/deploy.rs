@@ -67,15 +67,74 @@ struct Standin {
     child: Child,
     port: u16,
     fingerprint: String,
+    /// The namespace it runs in (its control API is reached there too).
+    netns: Option<String>,
     _dir: tempfile::TempDir,
+}
+
+/// A private network namespace (`ip netns`), removed on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("imgbuild-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip (iproute2)");
+        assert!(st.success(), "ip netns add {name} (needs root)");
+        let n = Netns { name };
+        n.ip(&["link", "set", "lo", "up"]);
+        n
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let st = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip -n {} {args:?}", self.name);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// `program` run in `netns` (nsenter --net, which keeps the cgroup; see the README's notes) or here.
+fn in_netns(netns: Option<&Netns>, program: &str) -> Command {
+    match netns {
+        None => Command::new(program),
+        Some(n) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{}", n.name))
+                .arg("--")
+                .arg(program);
+            c
+        }
+    }
 }
 
 impl Standin {
     fn start(cfg: &Value) -> Standin {
+        Standin::start_in(cfg, None)
+    }
+
+    /// Starts the stand-in, inside network namespace `netns` when given.
+    fn start_in(cfg: &Value, netns: Option<&Netns>) -> Standin {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("config.json");
         std::fs::write(&cfg_path, serde_json::to_vec(cfg).unwrap()).unwrap();
-        let mut child = Command::new("python3")
+        let mut child = in_netns(netns, "python3")
             .arg(repo().join("tests/pve-standin/pve_standin.py"))
             .arg("--config")
             .arg(&cfg_path)
@@ -95,13 +154,21 @@ impl Standin {
             child,
             port: v["port"].as_u64().unwrap() as u16,
             fingerprint: v["fingerprint"].as_str().unwrap().to_string(),
+            netns: netns.map(|n| n.name.clone()),
             _dir: dir,
         }
     }
 
     fn control(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
         // The control API is plain HTTP on the same TLS port: use curl, a real client.
-        let mut c = Command::new("curl");
+        let mut c = match &self.netns {
+            None => Command::new("curl"),
+            Some(n) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{n}")).args(["--", "curl"]);
+                c
+            }
+        };
         c.args(["-sS", "-k", "-X", method])
             .arg(format!("https://127.0.0.1:{}/__standin/{path}", self.port));
         if let Some(b) = body {
@@ -159,6 +226,7 @@ struct Lab {
     dir: tempfile::TempDir,
     port: u16,
     fingerprint: String,
+    netns: Option<String>,
 }
 
 impl Lab {
@@ -175,6 +243,7 @@ impl Lab {
             dir,
             port: sd.port,
             fingerprint: sd.fingerprint.clone(),
+            netns: sd.netns.clone(),
         };
         lab.write_lab(file, |s| s);
         lab.make_images();
@@ -256,7 +325,16 @@ impl Lab {
     }
 
     fn imgbuild_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_imgbuild"));
+        let mut c = match &self.netns {
+            None => Command::new(env!("CARGO_BIN_EXE_imgbuild")),
+            Some(n) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_imgbuild"));
+                c
+            }
+        };
         c.args(args)
             .arg("--lab")
             .arg(self.path())
@@ -747,6 +825,126 @@ fn scaleout_lab_lands_on_its_nodes() {
     sd.reset_requests();
     ok(lab.deploy());
     assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+}
+
+/// The guests' endpoints as they come up, inside the namespace at the lab's
+/// addresses: SSH banners at once; the object store's health after a while;
+/// the Spark master's /json/ lists its worker ALIVE only later. (Nothing boots
+/// in the PVE stand-in; `imgbuild up` proves the real guests.)
+const GUEST_ENDPOINTS: &str = r#"
+import json, socket, sys, threading, time
+t0 = time.time()
+def serve(addr, port, handler):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port)); s.listen(16)
+    def loop():
+        while True:
+            c, _ = s.accept()
+            try: handler(c)
+            except Exception: pass
+            finally: c.close()
+    threading.Thread(target=loop, daemon=True).start()
+def ssh(c): c.sendall(b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.10\r\n")
+def http(body_fn):
+    def h(c):
+        c.recv(4096)
+        code, body = body_fn()
+        c.sendall(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % (code, len(body)) + body)
+    return h
+def health(): return (200, b"") if time.time() - t0 > 3 else (503, b"")
+def master():
+    alive = time.time() - t0 > 6
+    return 200, json.dumps({"workers": [{"id": "w1", "state": "ALIVE" if alive else "DEAD"}]}).encode()
+serve("192.168.1.100", 22, ssh); serve("192.168.1.200", 22, ssh)
+serve("192.168.1.200", 9000, http(health)); serve("192.168.1.100", 8080, http(master))
+print("up", flush=True)
+time.sleep(600)
+"#;
+
+#[test]
+fn deploy_waits_until_ready_then_removes_seed_media() {
+    let ns = Netns::new("deploy");
+    ns.ip(&["addr", "add", "192.168.1.100/32", "dev", "lo"]);
+    ns.ip(&["addr", "add", "192.168.1.200/32", "dev", "lo"]);
+    let sd = Standin::start_in(&config(&["pve"]), Some(&ns));
+    let lab = Lab::new(&sd, "homelab.yaml");
+
+    // First without waiting: the VM's seed ISO stays attached.
+    ok(lab.deploy());
+    let vm = guest(&guests(&sd), 100).clone();
+    assert!(
+        vm["config"]["ide2"]
+            .as_str()
+            .is_some_and(|v| v.contains(":iso/imgbuild-homelab-devlab-seed-")),
+        "{vm}"
+    );
+
+    // Then with the guests' endpoints coming up one after the other.
+    let mut endpoints = in_netns(Some(&ns), "python3")
+        .args(["-c", GUEST_ENDPOINTS])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(endpoints.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "up");
+    sd.reset_requests();
+    let t0 = std::time::Instant::now();
+    let o = lab.imgbuild(&["deploy", "--yes", "--ready-timeout", "60"]);
+    let took = t0.elapsed();
+    let _ = endpoints.kill();
+    let _ = endpoints.wait();
+    let o = ok(o);
+    no_secret_leaks(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("> devlab (vm 100 on pve): finish"),
+        "{}",
+        text(&o)
+    );
+    assert!(err.contains("devlab: waiting until ready"), "{}", text(&o));
+    // The Spark master lists its worker ALIVE only 6 s after the endpoints start.
+    assert!(
+        took.as_secs_f64() > 5.5,
+        "deploy did not wait for the worker: {took:?}"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("devlab") && l.trim_end().ends_with("ready")),
+        "{}",
+        text(&o)
+    );
+    // The ISO holds secrets: detached and deleted once the guest is ready.
+    let vm = guest(&guests(&sd), 100).clone();
+    assert!(vm["config"].get("ide2").is_none(), "{vm}");
+    let left: Vec<_> = volids(&sd)
+        .into_iter()
+        .filter(|v| v.contains(":iso/"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let m = sd.mutating();
+    assert_eq!(
+        m.len(),
+        2,
+        "only the ISO's detach and removal were sent: {m:?}"
+    );
+    assert_eq!(m[0], "PUT /api2/json/nodes/pve/qemu/100/config");
+    assert!(
+        m[1].starts_with("DELETE /api2/json/nodes/pve/storage/local/content/local:iso/imgbuild-homelab-devlab-seed-"),
+        "{m:?}"
+    );
+    // A deploy now has nothing to do.
+    sd.reset_requests();
+    let o = ok(lab.imgbuild(&["deploy", "--yes", "--ready-timeout", "5"]));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No changes"),
+        "{}",
+        text(&o)
+    );
+    assert!(sd.mutating().is_empty());
 }
 
 /// An API call with the test token, as a person would make it with curl.

@@ -91,10 +91,22 @@ pub fn desired(lab: &Lab, topo: &Topology, dist: &Path) -> Result<Vec<Desired>> 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "what", rename_all = "snake_case")]
 pub enum Change {
-    Cores { from: u32, to: u32 },
-    Memory { from_mib: u64, to_mib: u64 },
-    DiskGrow { from_gib: u64, to_gib: u64 },
+    Cores {
+        from: u32,
+        to: u32,
+    },
+    Memory {
+        from_mib: u64,
+        to_mib: u64,
+    },
+    DiskGrow {
+        from_gib: u64,
+        to_gib: u64,
+    },
     Start,
+    /// The container exists but its personalized template (which holds its
+    /// secrets) is still on the storage.
+    RemoveTemplate,
 }
 
 impl std::fmt::Display for Change {
@@ -108,6 +120,7 @@ impl std::fmt::Display for Change {
                 write!(f, "disk {from_gib} GiB -> {to_gib} GiB")
             }
             Change::Start => write!(f, "start (it is stopped)"),
+            Change::RemoveTemplate => write!(f, "remove its seeded template (it holds secrets)"),
         }
     }
 }
@@ -310,6 +323,9 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                         GuestKind::Lxc => state::template_name(lab, &s.name, &d.seed_hash),
                     };
                     let pending = leftovers.iter().any(|v| v.name() == media);
+                    if pending && s.kind == GuestKind::Lxc {
+                        changes.push(Change::RemoveTemplate);
+                    }
                     if !changes.is_empty() {
                         if changes.iter().any(|c| *c != Change::Start) {
                             snapshot = Some(PRE_UPDATE.to_string());
@@ -525,6 +541,23 @@ mod tests {
 
     #[test]
     fn seed_media_left_means_finish() {
+        let mut a = want("a", 200, "aa", "11");
+        a.spec.kind = GuestKind::Vm;
+        let mut r = actual_of(&a);
+        r.kind = "qemu".into();
+        let vol = Volume {
+            node: "pve".into(),
+            storage: "local".into(),
+            volid: format!("local:iso/{}", state::iso_name("lab", "a", &a.seed_hash)),
+            size: 1,
+        };
+        let plan = diff("lab", &[a], &[r], &[vol]);
+        assert!(matches!(plan.guests[0].action, Action::Finish));
+        assert_eq!(plan.changes(), 0);
+    }
+
+    #[test]
+    fn a_containers_leftover_template_is_a_change() {
         let a = want("a", 200, "aa", "11");
         let r = actual_of(&a);
         let vol = Volume {
@@ -537,7 +570,9 @@ mod tests {
             size: 1,
         };
         let plan = diff("lab", &[a], &[r], &[vol]);
-        assert!(matches!(plan.guests[0].action, Action::Finish));
-        assert_eq!(plan.changes(), 0);
+        assert!(
+            matches!(&plan.guests[0].action, Action::Update { changes } if changes == &vec![Change::RemoveTemplate])
+        );
+        assert_eq!(plan.changes(), 1);
     }
 }
