@@ -56,6 +56,23 @@ pub enum Command {
     Snapshots(commands::snapshots::Args),
     /// Roll a guest back to one of this lab's snapshots: stop, roll back, start, wait ready.
     Rollback(commands::rollback::Args),
+    /// Run the lab on this machine (namespace, nspawn, QEMU); wait until every guest is ready.
+    Up(commands::up::Args),
+    /// Show the lab's guests on this machine: running, ready or stopped, with their web UIs.
+    Status(commands::status::Args),
+    /// Show a guest's console log and its firstboot status and journal.
+    Logs(commands::logs::Args),
+    /// SSH into a guest of the lab on this machine as root, with the lab's key.
+    Ssh(commands::ssh::Args),
+    /// Stop and remove everything `imgbuild up` created for the lab.
+    Down(commands::down::Args),
+    /// Check the running lab: SSH, services, web UIs, S3, a Spark job, logs, firewall.
+    Verify(commands::verify::Args),
+    /// Print an Ansible inventory of the lab's guests (groups by role).
+    Inventory(commands::inventory::Args),
+    /// (internal) Forward the lab's web UIs to 127.0.0.1; started by `up`.
+    #[command(hide = true)]
+    LocalForward(crate::target::local::forward::ServeArgs),
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     Completions {
         #[arg(value_enum)]

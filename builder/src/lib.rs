@@ -21,3 +21,4 @@ pub mod redact;
 pub mod resolve;
 pub mod seed;
 pub mod target;
+pub mod verify;

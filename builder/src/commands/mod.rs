@@ -3,14 +3,21 @@
 pub mod bake;
 pub mod deploy;
 pub mod destroy;
+pub mod down;
 pub mod fetch;
+pub mod inventory;
 pub mod lock;
+pub mod logs;
 pub mod plan;
 pub mod rollback;
 pub mod seed;
 pub mod snapshot;
 pub mod snapshots;
+pub mod ssh;
+pub mod status;
+pub mod up;
 pub mod validate;
+pub mod verify;
 
 use anyhow::Result;
 use clap::CommandFactory;
@@ -32,6 +39,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Snapshots(args) => snapshots::run(args),
         Command::Rollback(args) => rollback::run(args),
+        Command::Up(args) => up::run(args, &cache),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Ssh(args) => ssh::run(args),
+        Command::Down(args) => down::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Inventory(args) => inventory::run(args),
+        Command::LocalForward(args) => crate::target::local::forward::serve(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

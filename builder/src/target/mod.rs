@@ -3,6 +3,7 @@
 //! [`Topology`](crate::resolve::Topology), deliver the same seeds, and share
 //! one readiness rule.
 
+pub mod local;
 pub mod proxmox;
 
 use std::net::{SocketAddr, SocketAddrV4};

@@ -1,0 +1,485 @@
+//! The local target (`imgbuild up`): the same lab file, unchanged, on this
+//! machine. A private network namespace per lab holds a bridge named like
+//! the lab's carrying its gateway address; VMs run in QEMU (KVM when it
+//! boots, TCG otherwise) on qcow2 overlays with their cidata ISO; containers
+//! in systemd-nspawn from the personalized template extracted as `pct` does;
+//! the web UIs are forwarded to 127.0.0.1. Readiness is [`crate::ready`]'s,
+//! the same rule `deploy` uses. Works with or without systemd as PID 1.
+//!
+//! - [`host`]: preflight (root, tools, kernel features) and memory.
+//! - [`images`]: whether `dist/` holds a fresh bake of a recipe.
+//! - [`state`]: the per-lab directory and `state.json`.
+//! - [`net`], [`container`], [`vm`], [`forward`]: the machinery.
+//! - [`guest`]: create, start, stop one guest.
+
+pub mod container;
+pub mod forward;
+pub mod guest;
+pub mod host;
+pub mod images;
+pub mod net;
+pub mod state;
+pub mod sys;
+pub mod vm;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::model::lab::{GuestKind, Lab};
+use crate::ready::{self, GuestReadiness, Progress, Unresolved};
+use forward::Forward;
+use images::Baked;
+use state::{LabDir, State};
+use sys::Proc;
+use vm::Accel;
+
+/// How `up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub state_root: PathBuf,
+    pub scale_memory: bool,
+    pub accel: Accel,
+    /// How long to wait for every guest to be ready.
+    pub timeout: Duration,
+}
+
+/// What `up` did to a guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// Running with the same inputs: left alone.
+    Unchanged,
+    /// Its process had died: started again on its existing disk or root.
+    Restarted,
+    /// New, or its seed, image or resources changed: created from scratch.
+    Created,
+}
+
+/// One guest after `up` or for `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuestRow {
+    pub guest: String,
+    pub kind: String,
+    pub vmid: u32,
+    pub address: String,
+    pub services: Vec<String>,
+    /// `ready`, `starting` (running, not all endpoints answer yet),
+    /// `stopped` (its process is gone), `absent` (never started).
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// VMs: `kvm` or `tcg`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accel_note: Option<String>,
+    /// Seconds from this `up`'s start of the guest to ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_secs: Option<f64>,
+    /// Containers: the agent's status.json state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firstboot: Option<String>,
+    /// What is not answering yet.
+    pub missing: Vec<String>,
+    /// The guest's web UIs on 127.0.0.1.
+    pub urls: Vec<UiUrl>,
+}
+
+/// A forwarded web UI.
+#[derive(Debug, Clone, Serialize)]
+pub struct UiUrl {
+    pub purpose: String,
+    pub url: String,
+}
+
+/// The lab's web UIs inside its namespace: object-store console, Spark
+/// master UI, Spark worker UI.
+pub fn ui_targets(lab: &Lab) -> Vec<Forward> {
+    let mut v = Vec::new();
+    for g in &lab.guests {
+        for p in g.open_ports() {
+            if matches!(
+                p.purpose,
+                "object store console" | "spark master UI" | "spark worker UI"
+            ) {
+                v.push(Forward {
+                    guest: g.name.as_str().into(),
+                    purpose: p.purpose.into(),
+                    target: SocketAddr::new(g.address.into(), p.port.get()),
+                    host_port: 0,
+                });
+            }
+        }
+    }
+    v
+}
+
+/// Brings the lab up (see the module docs); `images` maps recipe names to
+/// fresh bakes. Returns one row per guest; the caller prints them and fails
+/// when one is not ready.
+pub fn up(
+    lab: &Lab,
+    images: &BTreeMap<String, Baked>,
+    opts: &UpOptions,
+    say: &mut dyn FnMut(String),
+) -> Result<Vec<GuestRow>> {
+    host::preflight(lab)?;
+    let memory = host::plan_memory(lab, host::available_mib()?, opts.scale_memory)?;
+    let labdir = LabDir::new(&opts.state_root, &lab.path)?;
+    sys::private_dir(&labdir.dir)?;
+    let mut state = labdir.load()?.unwrap_or_default();
+    state.lab = std::fs::canonicalize(&lab.path)?;
+    let netns = labdir.netns();
+    netns.ensure()?;
+    netns.ensure_bridge(
+        &lab.network.bridge,
+        lab.network.gateway,
+        lab.network.cidr.prefix(),
+    )?;
+
+    // Guests that left the lab file go first.
+    let gone: Vec<String> = state
+        .guests
+        .keys()
+        .filter(|n| lab.guest(n).is_none())
+        .cloned()
+        .collect();
+    for n in gone {
+        say(format!("{n}: no longer in the lab, removing it"));
+        if let Some(st) = state.guests.remove(&n) {
+            guest::stop(&st);
+        }
+        guest::remove_dir(&labdir.guest_dir(&n))?;
+        labdir.save(&state)?;
+    }
+
+    let mut actions = BTreeMap::new();
+    let mut started_at = BTreeMap::new();
+    for g in &lab.guests {
+        let name = g.name.as_str();
+        let seed = crate::seed::for_guest(lab, name)?;
+        let image = images
+            .get(&g.image)
+            .with_context(|| format!("no baked image {} for guest {name}", g.image))?;
+        let memory_mib = memory
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, m)| *m)
+            .unwrap_or(g.resources.memory.mib());
+        let desired = guest::Desired {
+            lab,
+            guest: g,
+            image,
+            seed_yaml: seed.to_yaml(),
+            instance_id: seed.instance_id(),
+            memory_mib,
+            mac: vm::mac_for(&labdir.id, name),
+        };
+        let fp = desired.fingerprint();
+        let prev = state.guests.get(name).cloned();
+        let alive = prev
+            .as_ref()
+            .and_then(|p| p.proc)
+            .is_some_and(|p| p.alive());
+        let same = prev.as_ref().is_some_and(|p| p.fingerprint == fp);
+        let dir = labdir.guest_dir(name);
+        let action = if same && alive {
+            Action::Unchanged
+        } else if same && guest::has_disk(&dir, g.kind) {
+            Action::Restarted
+        } else {
+            Action::Created
+        };
+        if action != Action::Unchanged {
+            if let Some(p) = &prev {
+                guest::stop(p);
+            }
+        }
+        let kvm_bad = state.kvm_bad.clone();
+        let t = Instant::now();
+        let st = match action {
+            Action::Unchanged => {
+                say(format!(
+                    "{name}: running with the same seed and image, left alone"
+                ));
+                prev.clone().expect("unchanged implies a previous state")
+            }
+            Action::Restarted => {
+                say(format!(
+                    "{name}: was stopped (its process is gone); starting it again on its existing {}",
+                    if g.kind == GuestKind::Vm { "disk" } else { "root" }
+                ));
+                guest::start(&labdir, &netns, &desired, opts.accel, kvm_bad.as_deref())?
+            }
+            Action::Created => {
+                say(match &prev {
+                    Some(_) => format!(
+                        "{name}: its seed, image or resources changed; recreating it from {}",
+                        image.path.display()
+                    ),
+                    None => format!("{name}: creating it from {}", image.path.display()),
+                });
+                guest::create_and_start(&labdir, &netns, &desired, opts.accel, kvm_bad.as_deref())?
+            }
+        };
+        if action != Action::Unchanged {
+            if let Some(a) = &st.accel {
+                say(format!(
+                    "{name}: QEMU under {}{} (started in {:.1} s)",
+                    a.to_uppercase(),
+                    st.accel_note
+                        .as_ref()
+                        .map(|n| format!(": {n}"))
+                        .unwrap_or_default(),
+                    t.elapsed().as_secs_f64()
+                ));
+                if a == "tcg" && opts.accel == Accel::Auto && vm::kvm_device_usable() {
+                    state.kvm_bad = st.accel_note.clone();
+                }
+            }
+            started_at.insert(name.to_string(), Instant::now());
+        }
+        actions.insert(name.to_string(), action);
+        state.guests.insert(name.to_string(), st);
+        labdir.save(&state)?;
+    }
+
+    // The UI forwards: keep a running forwarder with the same targets.
+    let want = ui_targets(lab);
+    let same_targets = state.forwards.len() == want.len()
+        && state
+            .forwards
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.target == b.target && a.guest == b.guest);
+    if !(same_targets && state.forwarder.is_some_and(|p| p.alive())) {
+        if let Some(p) = state.forwarder.take() {
+            p.kill();
+        }
+        if !want.is_empty() {
+            let (child, got) = forward::start(
+                &netns,
+                &want,
+                &labdir.dir.join("forwards.json"),
+                &labdir.dir.join("forward.log"),
+            )?;
+            state.forwarder = Proc::of(child.id());
+            state.forwards = got;
+        } else {
+            state.forwards.clear();
+        }
+        labdir.save(&state)?;
+    }
+
+    let w0 = Instant::now();
+    let outcome = wait(lab, &labdir, &state, opts.timeout, say)?;
+    let mut rows = rows(lab, &labdir, &state, &outcome);
+    for r in &mut rows {
+        r.action = actions.get(&r.guest).copied();
+        let after = outcome
+            .iter()
+            .find(|o| o.guest == r.guest)
+            .and_then(|o| o.ready_after);
+        if let (Some(after), Some(at)) = (after, started_at.get(&r.guest)) {
+            // From this guest's start, not from the wait's.
+            r.ready_secs = Some((w0 + after).saturating_duration_since(*at).as_secs_f64());
+        }
+    }
+    Ok(rows)
+}
+
+/// Waits for every guest with [`ready::wait_ready`] from a thread inside the
+/// lab's namespace; a guest whose process died is reported at once.
+fn wait(
+    lab: &Lab,
+    labdir: &LabDir,
+    state: &State,
+    timeout: Duration,
+    say: &mut dyn FnMut(String),
+) -> Result<Vec<GuestReadiness>> {
+    let probes = ready::probes(lab);
+    let addrs: BTreeMap<String, (std::net::Ipv4Addr, Option<Proc>)> = lab
+        .guests
+        .iter()
+        .map(|g| {
+            let proc = state.guests.get(g.name.as_str()).and_then(|s| s.proc);
+            (g.name.as_str().to_string(), (g.address, proc))
+        })
+        .collect();
+    let netns = labdir.netns();
+    let deadline = Instant::now() + timeout;
+    let (tx, rx) = std::sync::mpsc::channel::<Progress>();
+    let worker = std::thread::spawn(move || -> Result<Vec<GuestReadiness>> {
+        netns.enter_this_thread()?;
+        let mut resolve = |guest: &str, port: u16| -> Result<SocketAddr, Unresolved> {
+            let Some((addr, proc)) = addrs.get(guest) else {
+                return Err(Unresolved::Gone(format!("{guest} is not in the lab")));
+            };
+            match proc {
+                Some(p) if p.alive() => Ok(SocketAddr::new((*addr).into(), port)),
+                _ => Err(Unresolved::Gone(
+                    "its process exited (see `imgbuild logs`)".into(),
+                )),
+            }
+        };
+        Ok(ready::wait_ready(
+            &mut resolve,
+            &probes,
+            deadline,
+            &mut |p| {
+                let _ = tx.send(p.clone());
+            },
+        ))
+    });
+    for p in rx {
+        say(match p {
+            Progress::Ready { guest, after } => {
+                format!(
+                    "{guest}: ready ({:.1} s into the wait)",
+                    after.as_secs_f64()
+                )
+            }
+            Progress::Gone { guest, why } => format!("{guest}: gone: {why}"),
+            Progress::Waiting { guest, missing } => {
+                format!("{guest}: waiting for {}", missing.join("; "))
+            }
+        });
+    }
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the readiness thread panicked"))?
+}
+
+fn rows(lab: &Lab, labdir: &LabDir, state: &State, outcome: &[GuestReadiness]) -> Vec<GuestRow> {
+    lab.guests
+        .iter()
+        .map(|g| {
+            let name = g.name.as_str();
+            let st = state.guests.get(name);
+            let alive = st.and_then(|s| s.proc).is_some_and(|p| p.alive());
+            let o = outcome.iter().find(|o| o.guest == name);
+            let ready = o.is_some_and(GuestReadiness::is_ready);
+            let state_word = match (st, alive, ready) {
+                (None, _, _) => "absent",
+                (Some(_), false, _) => "stopped",
+                (Some(_), true, true) => "ready",
+                (Some(_), true, false) => "starting",
+            };
+            let firstboot = (g.kind == GuestKind::Lxc)
+                .then(|| container::status(&labdir.guest_dir(name).join("rootfs")))
+                .flatten()
+                .and_then(|v| v["state"].as_str().map(str::to_string));
+            GuestRow {
+                guest: name.into(),
+                kind: g.kind.as_str().into(),
+                vmid: g.vmid.get(),
+                address: g.address.to_string(),
+                services: g
+                    .open_ports()
+                    .iter()
+                    .map(|p| format!("{} :{}", p.purpose, p.port))
+                    .collect(),
+                state: state_word.into(),
+                action: None,
+                accel: st.and_then(|s| s.accel.clone()),
+                accel_note: st.and_then(|s| s.accel_note.clone()),
+                ready_secs: None,
+                firstboot,
+                missing: o.map(|o| o.missing.clone()).unwrap_or_default(),
+                urls: state
+                    .forwards
+                    .iter()
+                    .filter(|f| f.guest == name)
+                    .map(|f| UiUrl {
+                        purpose: f.purpose.clone(),
+                        url: f.url(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The lab's guests as they are now: processes, one quick readiness round,
+/// the agent's status (containers). Never changes anything.
+pub fn status(lab: &Lab, state_root: &Path) -> Result<(Vec<GuestRow>, bool)> {
+    let labdir = LabDir::new(state_root, &lab.path)?;
+    let state = labdir.load()?;
+    let up = state.is_some() && labdir.netns().exists();
+    let state = state.unwrap_or_default();
+    let outcome = if up {
+        wait(lab, &labdir, &state, Duration::from_secs(2), &mut |_| {})?
+    } else {
+        Vec::new()
+    };
+    Ok((rows(lab, &labdir, &state, &outcome), up))
+}
+
+/// What `down` removed.
+#[derive(Debug, Default, Serialize)]
+pub struct DownReport {
+    pub guests: Vec<String>,
+    pub processes: usize,
+    pub netns: Option<String>,
+    pub dir: Option<PathBuf>,
+}
+
+/// Stops and removes everything `up` created for this lab: guests and the
+/// forwarder (and any other process left in the namespace), the namespace
+/// with its bridge, TAPs and veths, nspawn's runtime directories, and the
+/// lab's state directory with its disks, roots and logs. Nothing else.
+/// Idempotent.
+pub fn down(lab_path: &Path, state_root: &Path) -> Result<DownReport> {
+    let labdir = LabDir::new(state_root, lab_path)?;
+    let mut report = DownReport::default();
+    let state = labdir.load().ok().flatten().unwrap_or_default();
+    for (name, st) in &state.guests {
+        if st.proc.is_some_and(|p| p.alive()) {
+            report.processes += 1;
+        }
+        guest::stop(st);
+        report.guests.push(name.clone());
+    }
+    if let Some(p) = state.forwarder {
+        if p.alive() {
+            report.processes += 1;
+        }
+        p.kill();
+    }
+    let netns = labdir.netns();
+    for pid in netns.pids() {
+        if let Some(p) = Proc::of(pid) {
+            report.processes += 1;
+            p.kill();
+            let _ = p.wait_gone(Duration::from_secs(10));
+        }
+    }
+    if netns.exists() {
+        netns.delete()?;
+        report.netns = Some(netns.name.clone());
+    }
+    if labdir.dir.exists() {
+        guest::remove_dir(&labdir.dir)?;
+        report.dir = Some(labdir.dir.clone());
+    }
+    Ok(report)
+}
+
+/// The lab's namespace and a guest's address, for `ssh` and `verify`.
+pub fn locate(lab: &Lab, state_root: &Path) -> Result<(LabDir, net::Netns)> {
+    let labdir = LabDir::new(state_root, &lab.path)?;
+    let netns = labdir.netns();
+    if !netns.exists() {
+        anyhow::bail!(
+            "the lab {} is not up on this machine (no network namespace {}); run `imgbuild up` first",
+            lab.path.display(),
+            netns.name
+        );
+    }
+    Ok((labdir, netns))
+}
