@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::commands::fetch::NetArgs;
 use crate::target::local::{self, images, vm::Accel, GuestRow, UpOptions};
@@ -94,25 +94,7 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
             }
             Err(why) => {
                 eprintln!("up: image {name}: {why}; baking it");
-                crate::commands::bake::run(
-                    crate::commands::bake::Args {
-                        recipe: recipe_path.clone(),
-                        out_dir: args.dist.clone(),
-                        agent: args.agent.clone(),
-                        locked: args.locked,
-                        lock: None,
-                        compress: false,
-                        json: false,
-                        net: NetArgs {
-                            mirror: args.net.mirror.clone(),
-                            quiet: args.net.quiet,
-                            retries: args.net.retries,
-                            jobs: args.net.jobs,
-                            retry_delay_ms: args.net.retry_delay_ms,
-                        },
-                    },
-                    cache,
-                )?;
+                bake(&args, &recipe_path, cache)?;
                 let agent = agent
                     .clone()
                     .or_else(|| crate::bake::assemble::find_agent().ok());
@@ -145,6 +127,42 @@ pub fn run(args: Args, cache: &Path) -> Result<()> {
             args.timeout,
             not_ready.join("\n  ")
         );
+    }
+    Ok(())
+}
+
+/// `imgbuild bake` for one recipe, as a child process whose stdout (the
+/// image path) goes to our stderr: `up`'s stdout is its table or JSON.
+fn bake(args: &Args, recipe: &Path, cache: &Path) -> Result<()> {
+    let exe = std::env::current_exe().context("finding the imgbuild executable")?;
+    let mut c = std::process::Command::new(exe);
+    c.arg("--cache-dir")
+        .arg(cache)
+        .arg("bake")
+        .arg("--recipe")
+        .arg(recipe)
+        .arg("--out-dir")
+        .arg(&args.dist)
+        .args(["--retries", &args.net.retries.to_string()])
+        .args(["--jobs", &args.net.jobs.to_string()]);
+    if let Some(m) = &args.net.mirror {
+        c.arg("--mirror").arg(m.to_string());
+    }
+    if let Some(a) = &args.agent {
+        c.arg("--agent").arg(a);
+    }
+    if args.locked {
+        c.arg("--locked");
+    }
+    if args.net.quiet {
+        c.arg("-q");
+    }
+    let st = c
+        .stdout(std::io::stderr())
+        .status()
+        .context("running imgbuild bake")?;
+    if !st.success() {
+        bail!("baking {} failed ({st})", recipe.display());
     }
     Ok(())
 }

@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod qemu;
+pub mod up;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -403,9 +404,11 @@ impl Mode0600 for fs::OpenOptions {
     }
 }
 
-/// A network namespace of its own (unique name per test run), deleted on drop.
+/// A network namespace of its own (unique name per test run), deleted on
+/// drop; or, from [`Netns::existing`], someone else's (left alone).
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 static NETNS_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -425,10 +428,18 @@ impl Netns {
             "ip netns add",
         )
         .unwrap_or_else(|e| panic!("{e} (the end-to-end tests run as root)"));
-        let ns = Netns { name };
+        let ns = Netns { name, owned: true };
         ns.ip(&["link", "set", "lo", "up"])
             .unwrap_or_else(|e| panic!("{e}"));
         ns
+    }
+
+    /// A namespace created by someone else (`imgbuild up`): not deleted on drop.
+    pub fn existing(name: &str) -> Netns {
+        Netns {
+            name: name.to_string(),
+            owned: false,
+        }
     }
 
     /// The namespace's file, for `nsenter --net=`.
@@ -518,6 +529,9 @@ pub fn configure_iface(
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         let _ = run_timeout(
             Command::new("ip").args(["netns", "del", &self.name]),
             None,

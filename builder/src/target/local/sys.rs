@@ -10,10 +10,9 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// Runs `cmd` to success; returns stdout. The error names `what`, the
-/// command line and its stderr.
+/// command line and its stderr. Stdin is /dev/null unless the caller set it.
 pub fn run(cmd: &mut Command, what: &str) -> Result<String> {
     let out = cmd
-        .stdin(Stdio::null())
         .output()
         .with_context(|| format!("{what}: cannot run {:?}", cmd.get_program()))?;
     if !out.status.success() {

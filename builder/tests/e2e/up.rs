@@ -1,0 +1,245 @@
+//! A test lab run through `imgbuild up`/`verify`/`status`/`down`, the one
+//! way the end-to-end tests start guests: the fixture lab with fresh secrets,
+//! the test recipes pinned with `imgbuild lock` from the mirror, an empty
+//! `dist/` (so `up` bakes), and a private state directory. `down` runs on
+//! drop, so a failing test leaves nothing running.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use imgbuild::target::local::state::LabDir;
+
+use super::{
+    imgbuild, imgbuild_ok, run_timeout, tail, test_lab, test_recipe, Output, Peers, TestLab,
+};
+
+pub struct UpLab {
+    pub peers: Peers,
+    pub lab: TestLab,
+    pub images: PathBuf,
+    pub dist: PathBuf,
+    pub state: PathBuf,
+    pub labdir: LabDir,
+}
+
+impl UpLab {
+    /// The fixture lab in `dir` with `recipes` pinned from the mirror.
+    pub fn new(peers: &Peers, fixture: &str, recipes: &[&str], dir: &Path) -> UpLab {
+        let lab = test_lab(fixture, dir);
+        let mut images = PathBuf::new();
+        for r in recipes {
+            images = test_recipe(peers, r, dir)
+                .parent()
+                .expect("images dir")
+                .to_path_buf();
+        }
+        imgbuild_ok(
+            peers,
+            &[
+                "lock",
+                "--images",
+                images.to_str().unwrap(),
+                "--mirror",
+                peers.mirror.to_str().unwrap(),
+                "-q",
+            ],
+            Duration::from_secs(120),
+        );
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let labdir = LabDir::new(&state, &lab.path).unwrap();
+        UpLab {
+            peers: peers.clone(),
+            lab,
+            images,
+            dist: dir.join("dist"),
+            state,
+            labdir,
+        }
+    }
+
+    /// `imgbuild SUB --lab LAB --state-dir STATE`.
+    pub fn cmd(&self, sub: &str) -> Command {
+        let mut c = imgbuild(&self.peers);
+        c.arg(sub)
+            .arg("--lab")
+            .arg(&self.lab.path)
+            .arg("--state-dir")
+            .arg(&self.state);
+        c
+    }
+
+    /// `imgbuild up` with the test images, dist and mirror, `--json`.
+    pub fn up_cmd(&self) -> Command {
+        let mut c = self.cmd("up");
+        c.arg("--images")
+            .arg(&self.images)
+            .arg("--dist")
+            .arg(&self.dist)
+            .arg("--mirror")
+            .arg(&self.peers.mirror)
+            .args(["--locked", "-q", "--json"]);
+        c
+    }
+
+    /// Runs `cmd` within `timeout` (a timeout panics).
+    pub fn run(&self, cmd: &mut Command, timeout: Duration, what: &str) -> Output {
+        run_timeout(cmd, None, timeout, what).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `up`, which must succeed; returns its rows.
+    pub fn up(&self, timeout: Duration) -> Vec<serde_json::Value> {
+        let o = self.run(&mut self.up_cmd(), timeout, "imgbuild up");
+        assert!(
+            o.ok(),
+            "imgbuild up failed ({}):\n{}\nstdout:\n{}",
+            o.status,
+            tail(&o.stderr, 80),
+            tail(&o.stdout, 40)
+        );
+        serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("up --json printed no JSON ({e}):\n{}", o.stdout))
+    }
+
+    /// `status --json`'s rows.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let o = self.run(
+            self.cmd("status").arg("--json"),
+            Duration::from_secs(60),
+            "imgbuild status",
+        );
+        assert!(o.ok(), "imgbuild status failed:\n{}", o.stderr);
+        serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("status --json: {e}:\n{}", o.stdout))
+    }
+
+    /// `verify --json`: the parsed report and whether it exited 0.
+    pub fn verify(&self, timeout: Duration) -> (serde_json::Value, Output) {
+        let o = self.run(self.cmd("verify").arg("--json"), timeout, "imgbuild verify");
+        let v = serde_json::from_str(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "verify --json printed no JSON ({e}):\n{}\n{}",
+                o.stdout,
+                tail(&o.stderr, 40)
+            )
+        });
+        (v, o)
+    }
+
+    /// `imgbuild logs GUEST` (for diagnostics).
+    pub fn logs(&self, guest: &str) -> String {
+        match run_timeout(
+            self.cmd("logs").args(["-n", "60", guest]),
+            None,
+            Duration::from_secs(60),
+            "imgbuild logs",
+        ) {
+            Ok(o) => format!("{}{}", o.stdout, o.stderr),
+            Err(e) => e,
+        }
+    }
+
+    /// `imgbuild down`, which must succeed.
+    pub fn down(&self) -> Output {
+        let o = self.run(
+            &mut self.cmd("down"),
+            Duration::from_secs(180),
+            "imgbuild down",
+        );
+        assert!(o.ok(), "imgbuild down failed:\n{}", o.stderr);
+        o
+    }
+
+    pub fn netns_name(&self) -> String {
+        self.labdir.netns().name
+    }
+
+    /// A guest's root or disk directory.
+    pub fn guest_dir(&self, guest: &str) -> PathBuf {
+        self.labdir.guest_dir(guest)
+    }
+
+    /// Nothing of the lab is left: no namespace, no link on the host named
+    /// like the lab's, no process, no mount, no file.
+    pub fn assert_nothing_left(&self, vmids: &[u32]) {
+        let ns = self.netns_name();
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let list = String::from_utf8_lossy(&list.stdout);
+        assert!(!list.contains(&ns), "network namespace {ns} is still there");
+        assert!(!Path::new("/run/netns").join(&ns).exists());
+        let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        for id in vmids {
+            for l in [format!("veth{id}i0"), format!("tap{id}i0")] {
+                assert!(
+                    !links.contains(&format!(" {l}:")) && !links.contains(&format!(" {l}@")),
+                    "host link {l} is left"
+                );
+            }
+        }
+        let state = self.labdir.dir.to_string_lossy().into_owned();
+        let machine_tag = &self.labdir.id[self.labdir.id.len() - 8..];
+        let mut procs = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            if e.file_name().to_string_lossy().parse::<u32>().is_err() {
+                continue;
+            }
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(&state) || cmd.contains(&ns) || cmd.contains(machine_tag) {
+                procs.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
+            }
+        }
+        assert!(
+            procs.is_empty(),
+            "processes of the lab are left:\n{}",
+            procs.join("\n")
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let left: Vec<&str> = mounts
+            .lines()
+            .filter(|l| l.contains(&state) || l.contains(&ns) || l.contains(machine_tag))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "mounts of the lab are left:\n{}",
+            left.join("\n")
+        );
+        assert!(!self.labdir.dir.exists(), "{state} is left");
+        for d in ["propagate", "unix-export"] {
+            let p = Path::new("/run/systemd/nspawn").join(d);
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                for e in rd.flatten() {
+                    assert!(
+                        !e.file_name().to_string_lossy().contains(machine_tag),
+                        "{} is left",
+                        e.path().display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for UpLab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for g in ["lab1", "vmlab"] {
+                if self.guest_dir(g).exists() {
+                    eprintln!("===== imgbuild logs {g}\n{}", self.logs(g));
+                }
+            }
+        }
+        let _ = run_timeout(
+            &mut self.cmd("down"),
+            None,
+            Duration::from_secs(180),
+            "imgbuild down",
+        );
+    }
+}
