@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
                 .arg("-D")
                 .arg(root.join("var/log/journal"))
                 .args(["--no-pager", "-o", "short-precise", "-b", "all"])
-                .args(["-u", firstboot::UNIT_NAME, "-t", "imgbuild-firstboot"])
+                .args(["-u", imgbuild_seed::UNIT_NAME, "-t", "imgbuild-firstboot"])
                 .output();
             let journal = match out {
                 Ok(o) => format!(
@@ -83,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
                     "cat /var/lib/imgbuild/status.json; echo; echo '===== {} journal'; \
                      journalctl -b --no-pager -o short-precise -u {}",
                     g.name,
-                    firstboot::UNIT_NAME
+                    imgbuild_seed::UNIT_NAME
                 ))
                 .output()
                 .context("running ssh")?;

@@ -44,6 +44,7 @@ impl UpLab {
                 images.to_str().unwrap(),
                 "--mirror",
                 peers.mirror.to_str().unwrap(),
+                "--trust-mirror-checksums",
                 "-q",
             ],
             Duration::from_secs(120),
