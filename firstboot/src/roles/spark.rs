@@ -83,15 +83,20 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         s.s3.is_some(),
     );
 
-    let service = |desc: &str, after: &str, exec: String| {
+    // Foreground daemons (SPARK_NO_DAEMONIZE) log to stdout: append it under
+    // the log dir, where spark-daemon.sh would have put its `.out` file. The
+    // shell opens the file as the service user: systemd's `append:` would
+    // open it as root in a directory that user can write (a symlink there
+    // would make root append anywhere).
+    let service = |desc: &str, after: &str, exec: String, log: &str| {
         format!(
             "{HEADER}\n[Unit]\nDescription={desc}\nWants=network-online.target\nAfter=network-online.target{after}\n\n\
              [Service]\nType=simple\nUser={USER}\nGroup={USER}\nWorkingDirectory={home}\n\
              Environment=JAVA_HOME={}\nEnvironment=SPARK_HOME={home}\nEnvironment=SPARK_LOG_DIR={}\n\
-             Environment=SPARK_NO_DAEMONIZE=1\nExecStart={exec}\n\
+             Environment=SPARK_NO_DAEMONIZE=1\nExecStart=/bin/sh -c 'exec {exec} >>{}/{log}.out 2>&1'\n\
              Restart=on-failure\nRestartSec=5\nSuccessExitStatus=143\nLimitNOFILE=65536\n\n\
              [Install]\nWantedBy=multi-user.target\n",
-            s.java_home, s.log_dir
+            s.java_home, s.log_dir, s.log_dir
         )
     };
     if let Some(m) = &s.master {
@@ -102,7 +107,7 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         plan.file(
             "/etc/systemd/system/spark-master.service",
             0o644,
-            service("Spark standalone master", "", exec),
+            service("Spark standalone master", "", exec, "spark-master"),
             &["spark-master.service"],
         );
         plan.unit("spark-master.service", Duration::from_secs(120));
@@ -123,7 +128,7 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         plan.file(
             "/etc/systemd/system/spark-worker.service",
             0o644,
-            service("Spark standalone worker", after, exec),
+            service("Spark standalone worker", after, exec, "spark-worker"),
             &["spark-worker.service"],
         );
         plan.unit("spark-worker.service", Duration::from_secs(120));

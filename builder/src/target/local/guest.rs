@@ -22,6 +22,7 @@ pub struct Desired<'a> {
     pub lab: &'a Lab,
     pub guest: &'a Guest,
     pub image: &'a Baked,
+    pub seed: &'a imgbuild_seed::Seed,
     pub seed_yaml: String,
     pub instance_id: String,
     pub memory_mib: u64,
@@ -120,20 +121,7 @@ pub fn create_and_start(
 /// hash), user-data (hostname, keys), network-config matched by MAC, and the
 /// seed itself.
 fn write_cidata(d: &Desired, out: &Path) -> Result<()> {
-    let g = d.guest;
-    let mut net = cidata::NetworkSettings::new(
-        g.address,
-        d.lab.network.cidr.prefix(),
-        d.lab.network.gateway,
-        d.lab.network.dns.clone(),
-    );
-    net.mac = Some(d.mac.clone());
-    let files = cidata::CidataFiles {
-        meta_data: cidata::render_meta_data(&d.instance_id, g.name.as_str()),
-        user_data: cidata::render_user_data(g.name.as_str(), &d.lab.ssh.public_keys()),
-        network_config: cidata::render_network_config(&net),
-        seed_yaml: d.seed_yaml.clone(),
-    };
+    let files = cidata::for_guest(d.lab, d.guest, d.seed, Some(&d.mac));
     cidata::write_iso(&files, out)
 }
 

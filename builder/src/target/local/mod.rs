@@ -175,6 +175,7 @@ pub fn up(
             lab,
             guest: g,
             image,
+            seed: &seed,
             seed_yaml: seed.to_yaml(),
             instance_id: seed.instance_id(),
             memory_mib,
