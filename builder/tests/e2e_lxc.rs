@@ -90,7 +90,18 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
         "{} after pct's extraction",
         seed.display()
     );
-    let status = agent_status(&rootfs);
+    // The endpoints answer a moment before the agent writes its final status.
+    let status = e2e::poll(
+        "status.json ready",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        |why| {
+            let s = agent_status(&rootfs);
+            *why = position(&s);
+            Ok((s.state == State::Ready).then_some(s))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         fs::read(&seed).unwrap(),
     ));

@@ -178,11 +178,12 @@ pub fn run(
             t,
             publickey_only(access, &addr),
         );
+        // The endpoints can answer a moment before the agent records ready
+        // (its last checks and status write): allow it two minutes.
         let t = Instant::now();
-        push(
-            "firstboot: ready",
-            t,
-            ssh("cat /var/lib/imgbuild/status.json", 60).and_then(|o| {
+        let mut r = Err(String::new());
+        while t.elapsed() < Duration::from_secs(120) {
+            r = ssh("cat /var/lib/imgbuild/status.json", 60).and_then(|o| {
                 let v: serde_json::Value = serde_json::from_str(&o.stdout)
                     .map_err(|e| format!("status.json: {e}: {}", last_line(&o.stderr)))?;
                 match v["state"].as_str() {
@@ -197,8 +198,13 @@ pub fn run(
                     )),
                     other => Err(format!("state {other:?}, failed step {}", v["failed_step"])),
                 }
-            }),
-        );
+            });
+            if !matches!(&r, Err(e) if e.starts_with("state Some(\"running\")")) {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        push("firstboot: ready", t, r);
         let units = units(g);
         let t = Instant::now();
         push(

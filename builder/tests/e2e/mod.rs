@@ -1,4 +1,4 @@
-//! Shared helpers for the end-to-end tests (`e2e_lxc.rs`, and the VM test):
+//! Shared helpers for the end-to-end tests (`e2e_lxc.rs`, `e2e_vm.rs`):
 //! where the cached test peers live, running `imgbuild` itself, a test recipe
 //! and lab with freshly generated secrets, network namespaces, commands with
 //! deadlines, and the checks a real client makes against a guest (S3 with
@@ -10,7 +10,6 @@
 
 #![allow(dead_code)]
 
-pub mod qemu;
 pub mod up;
 
 use std::fs;

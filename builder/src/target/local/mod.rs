@@ -134,6 +134,14 @@ pub fn up(
     sys::private_dir(&labdir.dir)?;
     let mut state = labdir.load()?.unwrap_or_default();
     state.lab = std::fs::canonicalize(&lab.path)?;
+    // KVM hanging is a property of the host: remembered beside the labs, so
+    // a later `up` (after `down`, or of another lab) boots TCG at once.
+    let kvm_verdict = opts.state_root.join("kvm-unusable");
+    if state.kvm_bad.is_none() && opts.accel == Accel::Auto {
+        state.kvm_bad = std::fs::read_to_string(&kvm_verdict)
+            .ok()
+            .map(|s| s.trim().to_string());
+    }
     let netns = labdir.netns();
     netns.ensure()?;
     netns.ensure_bridge(
@@ -239,8 +247,15 @@ pub fn up(
                         .unwrap_or_default(),
                     t.elapsed().as_secs_f64()
                 ));
-                if a == "tcg" && opts.accel == Accel::Auto && vm::kvm_device_usable() {
+                if a == "tcg"
+                    && opts.accel == Accel::Auto
+                    && vm::kvm_device_usable()
+                    && state.kvm_bad.is_none()
+                {
                     state.kvm_bad = st.accel_note.clone();
+                    if let Some(n) = &st.accel_note {
+                        crate::fsutil::write_atomic(&kvm_verdict, n.as_bytes(), 0o644)?;
+                    }
                 }
             }
             started_at.insert(name.to_string(), Instant::now());
