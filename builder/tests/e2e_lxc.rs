@@ -90,18 +90,7 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
         "{} after pct's extraction",
         seed.display()
     );
-    // The endpoints answer a moment before the agent writes its final status.
-    let status = e2e::poll(
-        "status.json ready",
-        Duration::from_secs(120),
-        Duration::from_millis(200),
-        |why| {
-            let s = agent_status(&rootfs);
-            *why = position(&s);
-            Ok((s.state == State::Ready).then_some(s))
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let status = agent_ready(&rootfs);
     let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         fs::read(&seed).unwrap(),
     ));
@@ -319,6 +308,22 @@ fn agent_status(rootfs: &Path) -> Status {
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// The agent's status once it says ready: `up` returns when the endpoints
+/// answer, a moment before the agent's last checks and status write.
+fn agent_ready(rootfs: &Path) -> Status {
+    e2e::poll(
+        "status.json ready",
+        Duration::from_secs(120),
+        Duration::from_millis(200),
+        |why| {
+            let s = agent_status(rootfs);
+            *why = position(&s);
+            Ok((s.state == State::Ready).then_some(s))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// The container's init, from the pid `up` recorded for nspawn.
 fn leader(lab: &UpLab) -> Option<u32> {
     let st: serde_json::Value =
@@ -446,7 +451,7 @@ fn power_cuts(lab: &UpLab, rootfs: &Path, reference: &AgentState, t0: Instant) {
     let r = row(&rows, GUEST);
     assert_eq!(r["state"], "ready", "{r}");
     assert_eq!(r["action"], "restarted", "{r}");
-    let status = agent_status(rootfs);
+    let status = agent_ready(rootfs);
     assert!(status.steps.iter().all(|s| s.state == StepState::Done));
     say(
         t0,
