@@ -146,7 +146,7 @@ fn bake(args: &Args, recipe: &Path, cache: &Path) -> Result<()> {
         .args(["--retries", &args.net.retries.to_string()])
         .args(["--jobs", &args.net.jobs.to_string()]);
     if let Some(m) = &args.net.mirror {
-        c.arg("--mirror").arg(m.to_string());
+        c.arg("--mirror").arg(m);
     }
     if let Some(a) = &args.agent {
         c.arg("--agent").arg(a);
