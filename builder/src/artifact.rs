@@ -107,6 +107,35 @@ pub struct ChecksumSource {
     pub algo: DigestAlgo,
 }
 
+/// The signature format, from the signature file's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureKind {
+    /// OpenPGP detached signature (`.asc`, `.gpg`, `.sig`; armored or binary),
+    /// checked against a key file of one or more public keys (Apache's `KEYS`).
+    OpenPgp,
+    /// minisign (`.minisig`), checked against a minisign public key file.
+    Minisign,
+}
+
+/// What a signature is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signed {
+    /// The artifact's own bytes (Apache `.asc`, MinIO `.minisig`).
+    Artifact,
+    /// The checksum file the digest is read from (Ubuntu `SHA256SUMS.gpg`).
+    Checksums,
+}
+
+/// An upstream signature and the key (pinned in the repository) it must verify with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureSource {
+    pub url: Url,
+    pub kind: SignatureKind,
+    /// The public key file, resolved against the recipe's directory.
+    pub key: PathBuf,
+    pub signs: Signed,
+}
+
 /// One artifact a recipe needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactSpec {
@@ -117,6 +146,8 @@ pub struct ArtifactSpec {
     pub digest: Option<Digest>,
     /// Where `imgbuild lock` learns the digest.
     pub checksums: Option<ChecksumSource>,
+    /// The upstream signature that vouches for the artifact or its checksum file.
+    pub signature: Option<SignatureSource>,
     /// Where the recipe declared this artifact.
     pub origin: Origin,
 }

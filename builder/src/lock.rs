@@ -459,6 +459,7 @@ mod tests {
                 url: Url::parse(&format!("{url}.sha256sum")).unwrap(),
                 algo: DigestAlgo::Sha256,
             }),
+            signature: None,
             origin: Origin {
                 file: "images/r.yaml".into(),
                 line: 7,

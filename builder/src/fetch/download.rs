@@ -27,7 +27,13 @@ pub struct Job<'a> {
     pub label: &'a str,
     pub backoff: Backoff,
     pub progress: &'a super::progress::Progress,
+    /// Run on the complete, digest-checked file before it is published (an
+    /// upstream signature over the artifact); an error discards it.
+    pub verify: Option<&'a VerifyFn<'a>>,
 }
+
+/// A check of a complete download before it is published.
+pub type VerifyFn<'a> = dyn Fn(&mut File) -> Result<()> + Sync + 'a;
 
 /// Downloads `digest` from `source` into the cache; returns the blob path and the
 /// number of bytes transferred in this run (`None`: another process published
@@ -85,6 +91,11 @@ fn run(
             Ok(()) => {
                 let actual = std::mem::replace(&mut hasher, Hasher::new(job.digest.algo)).finish();
                 if &actual == job.digest {
+                    if let Some(verify) = job.verify {
+                        file.seek(SeekFrom::Start(0))
+                            .with_context(|| format!("seeking in {}", partial.display()))?;
+                        verify(file)?;
+                    }
                     let blob = job.cache.publish(file, partial, job.digest)?;
                     if let Some(m) = meter.take() {
                         m.done();

@@ -44,6 +44,7 @@ mod download;
 pub mod error;
 pub mod hash;
 pub mod progress;
+pub mod signature;
 pub mod source;
 
 use std::io::Read;
@@ -56,7 +57,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use url::Url;
 
-use crate::artifact::{file_name_of, ArtifactSpec, Digest};
+use crate::artifact::{file_name_of, ArtifactSpec, Digest, Signed};
 use crate::lock::{DigestSource, Learned, Lock, Pinned};
 pub use cache::Cache;
 pub use download::Backoff;
@@ -309,12 +310,40 @@ impl Fetcher {
             tracing::info!("{}: cached at {}", spec.name, path.display());
             return Ok(done(path, Served::Cache, 0));
         }
+        // An upstream signature over the artifact is checked before the bytes
+        // are published (its file may come from the mirror: it cannot be forged).
+        let signed = match &spec.signature {
+            Some(sig) if sig.signs == Signed::Artifact => Some((
+                sig,
+                self.fetch_signature(&sig.url)
+                    .with_context(|| format!("fetching the signature of {}", what()))?,
+            )),
+            _ => None,
+        };
+        let verify = signed.as_ref().map(|(sig, bytes)| {
+            move |file: &mut std::fs::File| -> Result<()> {
+                signature::verify(
+                    sig.kind,
+                    &sig.key,
+                    bytes,
+                    std::io::BufReader::with_capacity(BUF_SIZE, file),
+                    &format!("artifact `{}`", spec.name),
+                )?;
+                tracing::info!(
+                    "{}: signature verified with {}",
+                    spec.name,
+                    sig.key.display()
+                );
+                Ok(())
+            }
+        });
         let job = download::Job {
             cache: &self.cache,
             digest: &p.digest,
             label: &spec.name,
             backoff: self.backoff(),
             progress: &self.progress,
+            verify: verify.as_ref().map(|v| v as &download::VerifyFn),
         };
         let started = Instant::now();
         let mut mirror_miss = None;
@@ -364,9 +393,37 @@ impl Fetcher {
         let Some(cs) = &spec.checksums else {
             bail!("{} has neither a digest nor a checksum file", what());
         };
+        let signed = spec
+            .signature
+            .as_ref()
+            .filter(|s| s.signs == Signed::Checksums);
+        // A signed checksum file may come from the mirror: its signature is
+        // checked against the pinned key below.
         let text = self
-            .fetch_checksum_file(&cs.url)
+            .fetch_checksum_file(&cs.url, signed.is_some())
             .with_context(|| format!("fetching the checksum file of {}", what()))?;
+        if let Some(sig) = signed {
+            let bytes = self
+                .fetch_signature(&sig.url)
+                .with_context(|| format!("fetching the signature of {}", what()))?;
+            signature::verify(
+                sig.kind,
+                &sig.key,
+                &bytes,
+                text.text.as_bytes(),
+                &format!("checksum file {}", text.from),
+            )
+            .with_context(|| format!("checking the checksum file of {}", what()))?;
+            tracing::info!(
+                "{}: checksum file {} signature verified with {}",
+                spec.name,
+                text.from,
+                sig.key.display()
+            );
+            let digest = checksums::find_digest(&text.text, &spec.file_name(), cs.algo)
+                .with_context(|| format!("reading checksum file {} for {}", text.from, what()))?;
+            return Ok(Learned::upstream(digest));
+        }
         let digest = checksums::find_digest(&text.text, &spec.file_name(), cs.algo)
             .with_context(|| format!("reading checksum file {} for {}", text.from, what()))?;
         let learned = if text.from_mirror {
@@ -396,10 +453,10 @@ impl Fetcher {
     /// A checksum file's text: from its upstream URL only, unless the mirror's
     /// checksum files are trusted (then the mirror first). Retried like
     /// downloads; never cached.
-    pub fn fetch_checksum_file(&self, url: &Url) -> Result<ChecksumText> {
+    pub fn fetch_checksum_file(&self, url: &Url, signed: bool) -> Result<ChecksumText> {
         let mut sources = self.sources(url)?;
-        let skipped_mirror =
-            !self.opts.trust_mirror_checksums && sources.iter().any(|s| s.kind() == "mirror");
+        let skipped_mirror = !(self.opts.trust_mirror_checksums || signed)
+            && sources.iter().any(|s| s.kind() == "mirror");
         if skipped_mirror {
             sources.retain(|s| s.kind() != "mirror");
         }
@@ -411,7 +468,7 @@ impl Fetcher {
                         text,
                         from: format!("{} {}", source.kind(), source.location()),
                         location: source.location(),
-                        from_mirror: source.kind() == "mirror",
+                        from_mirror: source.kind() == "mirror" && !signed,
                     })
                 }
                 Err(e)
@@ -435,11 +492,38 @@ impl Fetcher {
         Err(last.unwrap_or_else(|| anyhow!("no source for {}", crate::http::redact(url))))
     }
 
+    /// A signature file's bytes, from the mirror first (a signature cannot be
+    /// forged, so a mirror may serve it), else upstream. A missing signature is
+    /// an error: the recipe says upstream signs.
+    pub fn fetch_signature(&self, url: &Url) -> Result<Vec<u8>> {
+        let mut last = None;
+        for source in self.sources(url)? {
+            match self.read_bytes(source.as_ref()) {
+                Ok(bytes) => return Ok(bytes),
+                Err(e)
+                    if source.kind() == "mirror"
+                        && fetch_error(&e).is_some_and(FetchError::is_not_found) =>
+                {
+                    last = Some(e)
+                }
+                Err(e) => return Err(e.context("the signature is missing or unreadable")),
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| anyhow!("no source for {}", crate::http::redact(url)))
+            .context("the signature is missing"))
+    }
+
     fn read_text(&self, source: &dyn Source) -> Result<String> {
+        let bytes = self.read_bytes(source)?;
+        String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", source.location()))
+    }
+
+    fn read_bytes(&self, source: &dyn Source) -> Result<Vec<u8>> {
         let backoff = self.backoff();
         let mut attempt = 0;
         loop {
-            let r = (|| -> Result<String> {
+            let r = (|| -> Result<Vec<u8>> {
                 let Opened::Body(body) = source.open(0)? else {
                     bail!("{}: range not satisfiable", source.location());
                 };
@@ -452,8 +536,7 @@ impl Fetcher {
                         message: e.to_string(),
                         retryable: true,
                     })?;
-                String::from_utf8(bytes)
-                    .with_context(|| format!("{} is not UTF-8 text", source.location()))
+                Ok(bytes)
             })();
             match r {
                 Err(e)

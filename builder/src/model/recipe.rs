@@ -29,7 +29,10 @@ use url::Url;
 
 use super::types::{parse_guest_path, Size};
 use super::yaml::{self, Ctx, Field};
-use crate::artifact::{file_name_of, ArtifactSpec, ChecksumSource, Digest, DigestAlgo, Origin};
+use crate::artifact::{
+    file_name_of, ArtifactSpec, ChecksumSource, Digest, DigestAlgo, Origin, SignatureKind,
+    SignatureSource, Signed,
+};
 use crate::diag::{BadInput, Diagnostic};
 
 /// A parsed, checked recipe.
@@ -330,7 +333,7 @@ fn vm(ctx: &mut Ctx, f: Field<'_>) -> Option<VmSettings> {
 }
 
 fn base(ctx: &mut Ctx, f: Field<'_>, path: &Path, kind: Option<ImageKind>) -> Option<BaseImage> {
-    let m = ctx.map(f, &["url", "digest", "checksums", "format"])?;
+    let m = ctx.map(f, &["url", "digest", "checksums", "signature", "format"])?;
     let artifact = artifact(ctx, &m, "base".into(), path)?;
     let format = match m.opt("format") {
         Some(f) => ctx.scalar(&f, BaseFormat::parse)?,
@@ -397,11 +400,16 @@ fn artifact(ctx: &mut Ctx, m: &yaml::Map<'_>, name: String, path: &Path) -> Opti
         (Some(d), None) => (Some(d?), None),
         (None, Some(c)) => (None, Some(c?)),
     };
+    let signature = match m.opt("signature") {
+        None => None,
+        Some(f) => Some(signature(ctx, f, path, checksums.is_some())?),
+    };
     Some(ArtifactSpec {
         name,
         url: url?,
         digest,
         checksums,
+        signature,
         origin: Origin {
             file: path.to_path_buf(),
             line: pos.line,
@@ -474,6 +482,84 @@ fn checksums(ctx: &mut Ctx, f: Field<'_>) -> Option<ChecksumSource> {
     })
 }
 
+/// `signature: {url: ..., key: FILE, signs: artifact|checksums}`: the key file
+/// (pinned in the repository) is relative to the recipe's directory.
+fn signature(
+    ctx: &mut Ctx,
+    f: Field<'_>,
+    recipe: &Path,
+    has_checksums: bool,
+) -> Option<SignatureSource> {
+    let m = ctx.map(f, &["url", "key", "signs"])?;
+    let url = m
+        .req(
+            ctx,
+            "url",
+            "the signature file's URL (.asc, .gpg, .sig or .minisig)",
+        )
+        .and_then(|f| ctx.scalar(&f, parse_http_url));
+    let kind = url.as_ref().and_then(|u| {
+        let name = file_name_of(u).to_ascii_lowercase();
+        let kind = if name.ends_with(".minisig") {
+            Some(SignatureKind::Minisign)
+        } else if name.ends_with(".asc") || name.ends_with(".gpg") || name.ends_with(".sig") {
+            Some(SignatureKind::OpenPgp)
+        } else {
+            None
+        };
+        if kind.is_none() {
+            ctx.err(
+                &yaml::join(&m.path, "url"),
+                format!(
+                    "cannot tell the signature format from `{name}`: expected .asc, .gpg or .sig (OpenPGP) or .minisig (minisign)"
+                ),
+            );
+        }
+        kind
+    });
+    let dir = recipe.parent().unwrap_or(Path::new("."));
+    let key = m
+        .req(ctx, "key", "the signer's public key file, kept in the repository")
+        .and_then(|kf| {
+            let key = ctx.scalar(&kf, |s| Ok::<_, String>(dir.join(s)))?;
+            if !key.is_file() {
+                ctx.err(
+                    &kf.path,
+                    format!(
+                        "key file {} does not exist (pin the signer's public key in the repository)",
+                        key.display()
+                    ),
+                );
+                return None;
+            }
+            Some(key)
+        });
+    let signs = match m.opt("signs") {
+        None => Some(Signed::Artifact),
+        Some(sf) => {
+            let signs = ctx.scalar(&sf, |s| match s {
+                "artifact" => Ok(Signed::Artifact),
+                "checksums" => Ok(Signed::Checksums),
+                _ => Err(format!("`{s}`: expected `artifact` or `checksums`")),
+            })?;
+            if signs == Signed::Checksums && !has_checksums {
+                ctx.err(
+                    &sf.path,
+                    "`signs: checksums` needs a `checksums:` file to sign",
+                );
+                return None;
+            }
+            Some(signs)
+        }
+    };
+    Some(SignatureSource {
+        url: url?,
+        kind: kind?,
+        key: key?,
+        signs: signs?,
+    })
+}
+
 fn payload(ctx: &mut Ctx, f: Field<'_>, path: &Path) -> Option<Vec<PayloadItem>> {
     let items = ctx.seq(&f)?;
     let mut out = Vec::new();
@@ -525,7 +611,10 @@ fn overlaps(a: &str, b: &str) -> bool {
 }
 
 fn payload_item(ctx: &mut Ctx, f: Field<'_>, path: &Path) -> Option<PayloadItem> {
-    let m = ctx.map(f, &["name", "url", "digest", "checksums", "install"])?;
+    let m = ctx.map(
+        f,
+        &["name", "url", "digest", "checksums", "signature", "install"],
+    )?;
     let name = m
         .req(ctx, "name", "a short name, e.g. spark")
         .and_then(|f| {
@@ -653,6 +742,64 @@ mod tests {
         assert_eq!(a("https://x/a.tar.gz.sha256.txt"), Some(DigestAlgo::Sha256));
         assert_eq!(a("https://x/spark.tgz.sha512"), Some(DigestAlgo::Sha512));
         assert_eq!(a("https://x/sums.txt"), None);
+    }
+
+    #[test]
+    fn signature_fields_are_checked_where_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        std::fs::write(dir.path().join("keys/k.asc"), "key").unwrap();
+        let recipe = |sig: &str| {
+            let p = dir.path().join("t.yaml");
+            std::fs::write(
+                &p,
+                format!(
+                    "name: t\nkind: lxc\nbase:\n  url: https://x.example/b.tar.zst\n  digest: sha256:{}\n  signature: {sig}\npayload: []\n",
+                    "a".repeat(64)
+                ),
+            )
+            .unwrap();
+            load(&p)
+        };
+        let ok = recipe("{url: https://x.example/b.tar.zst.asc, key: keys/k.asc}").unwrap();
+        let sig = ok.base.artifact.signature.unwrap();
+        assert_eq!(
+            (sig.kind, sig.signs, sig.key),
+            (
+                SignatureKind::OpenPgp,
+                Signed::Artifact,
+                dir.path().join("keys/k.asc")
+            )
+        );
+        let m = recipe("{url: https://x.example/b.minisig, key: keys/k.asc}").unwrap();
+        assert_eq!(
+            m.base.artifact.signature.unwrap().kind,
+            SignatureKind::Minisign
+        );
+        for (sig, want) in [
+            (
+                "{url: https://x.example/b.txt, key: keys/k.asc}",
+                "signature format",
+            ),
+            (
+                "{url: https://x.example/b.asc, key: keys/nope.asc}",
+                "does not exist",
+            ),
+            (
+                "{url: https://x.example/b.asc, key: keys/k.asc, signs: checksums}",
+                "needs a `checksums:`",
+            ),
+            ("{url: https://x.example/b.asc}", "key"),
+        ] {
+            let err = format!(
+                "{}",
+                recipe(sig).unwrap_err().downcast::<BadInput>().unwrap()
+            );
+            assert!(
+                err.contains(want) && err.contains("t.yaml:6:"),
+                "{sig}: {err}"
+            );
+        }
     }
 
     #[test]
