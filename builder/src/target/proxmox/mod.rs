@@ -40,6 +40,14 @@ pub const ENV_ENDPOINT: &str = "IMGBUILD_PVE_ENDPOINT";
 pub const ENV_TOKEN: &str = "IMGBUILD_PVE_TOKEN";
 pub const ENV_FINGERPRINT: &str = "IMGBUILD_PVE_FINGERPRINT";
 
+/// The token and its secret part never reach an error message (redact::scrub).
+fn register_token_secret(token: &str) {
+    crate::redact::register_secret(token);
+    if let Some((_, secret)) = token.split_once('=') {
+        crate::redact::register_secret(secret);
+    }
+}
+
 fn env_problem(var: &str, message: String) -> anyhow::Error {
     BadInput(vec![Diagnostic {
         file: format!("${var}").into(),
@@ -86,7 +94,10 @@ pub fn endpoint(lab: &Lab, insecure: bool) -> Result<Endpoint> {
         _ => lab.proxmox.endpoint.clone(),
     };
     let token = match std::env::var(ENV_TOKEN) {
-        Ok(s) if !s.is_empty() => Token::parse(&s).map_err(|m| env_problem(ENV_TOKEN, m))?,
+        Ok(s) if !s.is_empty() => {
+            register_token_secret(&s);
+            Token::parse(&s).map_err(|m| env_problem(ENV_TOKEN, m))?
+        }
         _ => {
             let raw = lab.proxmox.token.resolve().map_err(|e| {
                 lab_problem(
@@ -95,6 +106,7 @@ pub fn endpoint(lab: &Lab, insecure: bool) -> Result<Endpoint> {
                     format!("{e:#} (or set {ENV_TOKEN} to USER@REALM!TOKENID=SECRET)"),
                 )
             })?;
+            register_token_secret(&raw);
             Token::parse(&raw).map_err(|m| {
                 lab_problem(
                     lab,
