@@ -21,6 +21,28 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How long a run may take: the unit's `TimeoutStartSec` less two minutes,
+/// one for a D-Bus call that overruns it (each has a timeout) and one to
+/// record the outcome before systemd's SIGTERM.
+pub const RUN_BUDGET: Duration =
+    Duration::from_secs(imgbuild_seed::UNIT_TIMEOUT_START.as_secs() - 120);
+
+/// Where a run applies the seed.
+pub enum Host<'a> {
+    /// The running guest (root `/`): systemd over D-Bus, every step up to the
+    /// run-once marker, all of it finished by `deadline`.
+    Live {
+        /// The service manager.
+        systemd: &'a mut dyn Systemd,
+        /// When the run gives up (see [`RUN_BUDGET`]).
+        deadline: Instant,
+    },
+    /// `firstboot --root DIR`: accounts and files under DIR, nothing else;
+    /// the host is never touched and the guest does the rest when it boots.
+    Offline,
+}
 
 /// Restarts and reloads owed by an interrupted run in this boot, one a line.
 pub const OWED_PATH: &str = "/run/imgbuild/owed-restarts";
@@ -87,12 +109,25 @@ pub fn step_names(plan: &Plan) -> Vec<String> {
     v
 }
 
-/// Applies `seed` under `root`. `source` is shown in status.json.
+/// Applies `seed` to the running guest under `root` within [`RUN_BUDGET`].
+/// `source` is shown in status.json.
 pub fn apply(
     root: &Path,
     seed: &Seed,
     source: &str,
     systemd: &mut dyn Systemd,
+    accts: &mut dyn Accounts,
+) -> Result<Outcome, StepFailed> {
+    let deadline = Instant::now() + RUN_BUDGET;
+    apply_on(root, seed, source, Host::Live { systemd, deadline }, accts)
+}
+
+/// Applies `seed` on `host`. `source` is shown in status.json.
+pub fn apply_on(
+    root: &Path,
+    seed: &Seed,
+    source: &str,
+    host: Host<'_>,
     accts: &mut dyn Accounts,
 ) -> Result<Outcome, StepFailed> {
     let id = seed.instance_id();
@@ -119,6 +154,43 @@ pub fn apply(
         }
         Ok(())
     })?;
+    let (systemd, deadline) = match host {
+        Host::Live { systemd, deadline } => (systemd, deadline),
+        Host::Offline => {
+            rec.step("files", || write_all(root, &plan, &mut out))?;
+            let why = format!(
+                "--root {}: files only, the host is left alone; the guest does this when it boots",
+                root.display()
+            );
+            let skipped: Vec<String> = step_names(&plan)
+                .into_iter()
+                .filter(|n| n != "accounts" && n != "files")
+                .collect();
+            for name in skipped {
+                rec.skip(&name, &why).map_err(|e| StepFailed {
+                    step: name.clone(),
+                    source: e,
+                })?;
+            }
+            rec.prepared().map_err(|e| StepFailed {
+                step: "status".into(),
+                source: e,
+            })?;
+            tracing::info!(instance_id = %id, changed = out.changed.len(), "prepared under {}", root.display());
+            return Ok(out);
+        }
+    };
+    // What is left of the run's time, or an error once it is used up.
+    let left = || -> Result<Duration> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "the run's deadline passed ({}s, inside the unit's TimeoutStartSec)",
+                RUN_BUDGET.as_secs()
+            );
+        }
+        Ok(left)
+    };
     let mut owed = load_owed(root);
     rec.step("files", || {
         write_all(root, &plan, &mut out)?;
@@ -138,6 +210,7 @@ pub fn apply(
     })?;
     rec.step("hostname", || {
         if let Some(h) = &plan.hostname {
+            left()?;
             // /etc/hostname is already written; hostnamed only makes it live
             // now. Where it is missing (minimal containers) that is no failure.
             if let Err(e) = systemd.set_hostname(h) {
@@ -148,6 +221,7 @@ pub fn apply(
     })?;
     rec.step("daemon-reload", || {
         if owed.contains(OWED_RELOAD) {
+            left()?;
             systemd.daemon_reload()?;
             out.reloaded = true;
             owed.remove(OWED_RELOAD);
@@ -160,13 +234,15 @@ pub fn apply(
         if units.is_empty() {
             Ok(())
         } else {
+            left()?;
             systemd.enable(&units)
         }
     })?;
     for u in &plan.units {
         let again = owed.contains(&u.name);
         let r = rec.step(&format!("start:{}", u.name), || {
-            systemd.start(&u.name, again, u.timeout)
+            let timeout = u.timeout.min(left()?);
+            systemd.start(&u.name, again, timeout)
         });
         if again {
             // Issued: even a failed restart leaves the unit to a plain start.
@@ -181,7 +257,10 @@ pub fn apply(
         }
     }
     for c in &plan.checks {
-        rec.step(&c.name(), || checks::run(root, c))?;
+        rec.step(&c.name(), || {
+            left()?;
+            checks::run(root, c, deadline)
+        })?;
     }
     rec.step("marker", || {
         save_owed(root, &BTreeSet::new())?;

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const POLL: Duration = Duration::from_millis(500);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs one check to completion or deadline.
-pub fn run(root: &Path, check: &Check) -> Result<()> {
+/// Runs one check to completion or deadline: its own, or `run_end` (the
+/// whole run's) if that comes first.
+pub fn run(root: &Path, check: &Check, run_end: Instant) -> Result<()> {
     match check {
         Check::Http {
             host,
@@ -24,7 +25,7 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
             ..
         } => {
             let addr = SocketAddr::new(resolve(root, host)?, *port);
-            poll(*deadline, || {
+            poll(*deadline, run_end, || {
                 let r = get(addr, host, *port, path)?;
                 if r.status != 200 {
                     bail!("GET http://{host}:{port}{path} answered {}", r.status);
@@ -41,7 +42,7 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
         } => {
             let addr = SocketAddr::from(([127, 0, 0, 1], *port));
             for b in buckets {
-                poll(*deadline, || {
+                poll(*deadline, run_end, || {
                     create_bucket(addr, access_key, secret_key.expose(), b)
                 })
                 .with_context(|| format!("creating bucket {b}"))?;
@@ -55,7 +56,7 @@ pub fn run(root: &Path, check: &Check) -> Result<()> {
             deadline,
         } => {
             let addr = SocketAddr::new(resolve(root, host)?, *port);
-            poll(*deadline, || {
+            poll(*deadline, run_end, || {
                 let r = get(addr, host, *port, "/json/")?;
                 let alive = alive_workers(&r)?;
                 if alive < *workers {
@@ -80,15 +81,25 @@ fn get(addr: SocketAddr, host: &str, port: u16, path: &str) -> Result<crate::htt
     )
 }
 
-fn poll(deadline: Duration, mut f: impl FnMut() -> Result<()>) -> Result<()> {
-    let end = Instant::now() + deadline;
+fn poll(deadline: Duration, run_end: Instant, mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let start = Instant::now();
+    let own_end = start + deadline;
+    let end = own_end.min(run_end);
     loop {
         let err = match f() {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         if Instant::now() >= end {
-            return Err(err.context(format!("still failing after {}s", deadline.as_secs())));
+            let why = if end < own_end {
+                format!(
+                    "still failing after {}s, when the run's deadline came",
+                    start.elapsed().as_secs()
+                )
+            } else {
+                format!("still failing after {}s", deadline.as_secs())
+            };
+            return Err(err.context(why));
         }
         tracing::debug!("not yet: {err:#}");
         std::thread::sleep(POLL);

@@ -8,8 +8,20 @@
 
 use crate::{fsutil::under, iso9660, CIDATA_SEED_PATH, SEED_PATH};
 use anyhow::{Context, Result};
+use imgbuild_seed::MAX_SEED_BYTES;
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+/// Reads at most one byte more than a seed may have, so an oversized file
+/// is refused by the parser without being read whole.
+pub fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut data = Vec::new();
+    File::open(path)?
+        .take(MAX_SEED_BYTES as u64 + 1)
+        .read_to_end(&mut data)?;
+    Ok(data)
+}
 
 /// Where the seed text came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,13 +41,14 @@ impl std::fmt::Display for Source {
     }
 }
 
-/// Finds the seed text. `root` is the guest root (`/` in production); block
-/// devices are searched only when `root` is `/`, because they belong to the
-/// running machine. `Ok(None)` when there is no seed anywhere.
-pub fn find_seed(root: &Path) -> Result<Option<(Source, String)>> {
+/// Finds the seed's bytes (at most one more than a seed may have; UTF-8 is
+/// the parser's to check). `root` is the guest root (`/` in production);
+/// block devices are searched only when `root` is `/`, because they belong
+/// to the running machine. `Ok(None)` when there is no seed anywhere.
+pub fn find_seed(root: &Path) -> Result<Option<(Source, Vec<u8>)>> {
     let file = under(root, SEED_PATH);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => return Ok(Some((Source::File(file), text))),
+    match read_bounded(&file) {
+        Ok(data) => return Ok(Some((Source::File(file), data))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     }
@@ -52,10 +65,9 @@ pub fn find_seed(root: &Path) -> Result<Option<(Source, String)>> {
         }
         let data = iso9660::read_file(&mut f, CIDATA_SEED_PATH)
             .with_context(|| format!("reading {CIDATA_SEED_PATH} from {}", dev.display()))?;
-        if let Some(data) = data {
-            let text = String::from_utf8(data)
-                .with_context(|| format!("{}:{CIDATA_SEED_PATH} is not UTF-8", dev.display()))?;
-            return Ok(Some((Source::Cidata(dev), text)));
+        if let Some(mut data) = data {
+            data.truncate(MAX_SEED_BYTES + 1);
+            return Ok(Some((Source::Cidata(dev), data)));
         }
         tracing::warn!(device = %dev.display(), "cidata volume has no {CIDATA_SEED_PATH}");
     }
@@ -95,6 +107,6 @@ mod tests {
         std::fs::write(d.path().join("etc/imgbuild/seed.yaml"), "x").unwrap();
         let (src, text) = find_seed(d.path()).unwrap().unwrap();
         assert_eq!(src, Source::File(d.path().join("etc/imgbuild/seed.yaml")));
-        assert_eq!(text, "x");
+        assert_eq!(text, b"x");
     }
 }

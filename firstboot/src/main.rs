@@ -2,16 +2,19 @@
 //! and parse the seed, apply it, print the error chain, exit 0/1/2.
 //!
 //! Usage: `firstboot [--root DIR] [--seed FILE] [--check | --plan]`
-//! - no flag: apply the seed unless its instance id already succeeded;
+//! - no flag: apply the seed unless its instance id already succeeded; with
+//!   `--root DIR` other than `/`, only write accounts and files under DIR
+//!   (no D-Bus, host name, units or checks: the host is never touched);
 //! - `--check`: for `ExecCondition=`: exit 0 when there is work to do, 1 when
 //!   the current seed was already applied or there is no seed (unit skipped);
 //! - `--plan`: print the plan (secret-bearing files elided) to stdout.
 
 use anyhow::{bail, Context, Result};
-use firstboot::{accounts, apply, discover, plan, systemd, Seed};
+use firstboot::{accounts, apply, discover, plan, status, systemd, Seed};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 enum Mode {
     Apply,
@@ -64,25 +67,78 @@ fn init_logging() {
     }
 }
 
-/// Reads the seed: `--seed FILE`, else discovery under the root.
-fn read_seed(args: &Args) -> Result<Option<(String, String)>> {
+/// Reads the seed's bytes (bounded): `--seed FILE`, else discovery under the root.
+fn read_seed(args: &Args) -> Result<Option<(String, Vec<u8>)>> {
     if let Some(p) = &args.seed {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-        return Ok(Some((p.display().to_string(), text)));
+        let data = discover::read_bounded(p).with_context(|| format!("reading {}", p.display()))?;
+        return Ok(Some((p.display().to_string(), data)));
     }
-    Ok(discover::find_seed(&args.root)?.map(|(src, text)| (src.to_string(), text)))
+    Ok(discover::find_seed(&args.root)?.map(|(src, data)| (src.to_string(), data)))
 }
 
-fn parse_seed(source: &str, text: &str) -> Result<Seed> {
+fn parse_seed(source: &str, data: &[u8]) -> Result<Seed> {
+    let text = std::str::from_utf8(data).map_err(|e| {
+        anyhow::anyhow!(
+            "{source}: the seed is not UTF-8 (invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })?;
     Seed::from_yaml(text).map_err(|e| match e.location() {
         Some((line, col)) => anyhow::anyhow!("{source}:{line}:{col}: {e}"),
         None => anyhow::anyhow!("{source}: {e}"),
     })
 }
 
+/// A panic (a bug: no seed should cause one) is recorded in status.json as
+/// a failure before the process ends, so the run is never left `running`.
+fn record_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        status::interrupt(&format!("the agent panicked: {info}"), false);
+        default(info);
+    }));
+}
+
+/// SIGTERM (systemd stopping the unit or its start timeout), SIGINT and
+/// SIGHUP end the run as `failed: interrupted ...` in status.json.
+fn record_signals() -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = match sig {
+                SIGTERM => "SIGTERM",
+                SIGINT => "SIGINT",
+                _ => "SIGHUP",
+            };
+            let reason = format!("interrupted: the agent received {name}");
+            status::interrupt(&reason, true);
+            tracing::error!("{reason}");
+            std::process::exit(128 + sig);
+        }
+    });
+    Ok(())
+}
+
+/// The last resort behind the per-step deadlines: if a call hangs past the
+/// run's budget, record that and exit before systemd's timeout kills us.
+fn watchdog() {
+    std::thread::spawn(|| {
+        std::thread::sleep(apply::RUN_BUDGET + Duration::from_secs(60));
+        let reason = format!(
+            "the run's deadline passed ({}s) while a step was still waiting",
+            apply::RUN_BUDGET.as_secs()
+        );
+        status::interrupt(&reason, true);
+        tracing::error!("{reason}");
+        std::process::exit(1);
+    });
+}
+
 fn main() -> ExitCode {
     init_logging();
+    record_panics();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -164,6 +220,9 @@ fn record_failure(root: &Path, step: &str, source: Option<String>, e: &anyhow::E
 }
 
 fn run(args: &Args) -> ExitCode {
+    if let Err(e) = record_signals() {
+        tracing::warn!("{e:#}");
+    }
     let (src, text) = match read_seed(args) {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -198,6 +257,10 @@ fn run(args: &Args) -> ExitCode {
         Ok(true) => {}
         Err(e) => tracing::warn!("cannot read the applied marker, applying: {e:#}"),
     }
+    if args.root != Path::new("/") {
+        return prepare(args, &seed, &src);
+    }
+    watchdog();
     let mut sd = match systemd::DbusSystemd::connect() {
         Ok(s) => s,
         Err(e) => {
@@ -209,6 +272,29 @@ fn run(args: &Args) -> ExitCode {
     match apply::apply(&args.root, &seed, &src, &mut sd, &mut accounts::Shadow) {
         Ok(out) => {
             tracing::info!(changed = out.changed.len(), restarted = ?out.restarted, "firstboot finished");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--root DIR`: accounts and files under DIR only.
+fn prepare(args: &Args, seed: &Seed, src: &str) -> ExitCode {
+    let root = args.root.display();
+    tracing::info!(
+        "--root {root}: writing accounts and files under {root} only; no D-Bus, host name, units or checks"
+    );
+    let host = apply::Host::Offline;
+    match apply::apply_on(&args.root, seed, src, host, &mut accounts::Shadow) {
+        Ok(out) => {
+            eprintln!(
+                "prepared {root}: {} paths written under it; nothing on this host was started or changed \
+                 (the guest enables and starts its services when it boots)",
+                out.changed.len()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -8,6 +8,7 @@
 use crate::fsutil::{ensure_dir, under, write_file};
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 pub use imgbuild_seed::status::{State, Status, Step, StepState};
@@ -18,6 +19,71 @@ pub const STATE_DIR: &str = "/var/lib/imgbuild";
 pub const APPLIED_PATH: &str = "/var/lib/imgbuild/applied-instance";
 /// One empty marker per successfully applied instance id.
 pub const DONE_DIR: &str = "/var/lib/imgbuild/done";
+
+/// The document as last written, shared with the signal and panic handlers
+/// so an interrupted run is recorded as failed, never left at `running`.
+struct Live {
+    path: PathBuf,
+    status: Status,
+    /// Set once the run's outcome is final; later saves are dropped.
+    sealed: bool,
+}
+
+static LIVE: Mutex<Option<Live>> = Mutex::new(None);
+
+fn write_status(path: &Path, status: &Status) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(status).expect("status serializes");
+    json.push(b'\n');
+    write_file(path, &json, 0o644, 0, 0).map(|_| ())
+}
+
+/// Records the run as failed with `reason` (SIGTERM, the run's deadline, a
+/// panic) if it is still in progress, and seals it so nothing overwrites
+/// that. Returns whether it wrote anything. `wait` false only tries the lock
+/// (for a panic, which may happen while it is held).
+pub fn interrupt(reason: &str, wait: bool) -> bool {
+    let mut guard = match (wait, LIVE.try_lock()) {
+        (_, Ok(g)) => g,
+        (true, Err(std::sync::TryLockError::WouldBlock)) => match LIVE.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        },
+        (_, Err(std::sync::TryLockError::Poisoned(p))) => p.into_inner(),
+        (false, Err(_)) => return false,
+    };
+    let Some(live) = guard.as_mut() else {
+        return false;
+    };
+    if live.sealed || live.status.state != State::Running {
+        live.sealed = true;
+        return false;
+    }
+    let st = &mut live.status;
+    let step = match st.steps.iter_mut().find(|s| s.state == StepState::Running) {
+        Some(s) => s,
+        None => {
+            st.steps.push(Step {
+                name: "interrupted".into(),
+                state: StepState::Pending,
+                duration_ms: None,
+                error: None,
+            });
+            st.steps.last_mut().expect("just pushed")
+        }
+    };
+    step.state = StepState::Failed;
+    step.error = Some(reason.to_string());
+    st.failed_step = Some(step.name.clone());
+    st.state = State::Failed;
+    st.reason = Some(reason.to_string());
+    st.peak_rss_kib = peak_rss_kib();
+    live.sealed = true;
+    let written = write_status(&live.path, &live.status);
+    if let Err(e) = &written {
+        tracing::error!("cannot record `{reason}` in status.json: {e:#}");
+    }
+    written.is_ok()
+}
 
 /// Keeps status.json in sync with the run.
 pub struct Recorder {
@@ -40,6 +106,7 @@ impl Recorder {
             seed_source: source,
             state: State::Running,
             failed_step: None,
+            reason: None,
             steps: steps
                 .iter()
                 .map(|n| Step {
@@ -60,10 +127,22 @@ impl Recorder {
         Ok(r)
     }
 
+    /// Writes the document, unless an interruption already sealed the run.
     fn save(&self) -> Result<()> {
-        let mut json = serde_json::to_vec_pretty(&self.status).expect("status serializes");
-        json.push(b'\n');
-        write_file(&self.path, &json, 0o644, 0, 0).map(|_| ())
+        let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+        if live
+            .as_ref()
+            .is_some_and(|l| l.sealed && l.path == self.path)
+        {
+            return Ok(());
+        }
+        write_status(&self.path, &self.status)?;
+        *live = Some(Live {
+            path: self.path.clone(),
+            status: self.status.clone(),
+            sealed: false,
+        });
+        Ok(())
     }
 
     fn set(
@@ -114,12 +193,20 @@ impl Recorder {
             }
             Err(e) => {
                 tracing::error!(step = name, "failed: {e:#}");
+                self.status.peak_rss_kib = peak_rss_kib();
                 self.status.state = State::Failed;
                 self.status.failed_step = Some(name.into());
+                self.status.reason = Some(format!("{e:#}"));
                 let _ = self.set(name, StepState::Failed, ms, Some(format!("{e:#}")));
                 Err(fail(e))
             }
         }
+    }
+
+    /// Records step `name` as not run, saying why.
+    pub fn skip(&mut self, name: &str, why: &str) -> Result<()> {
+        tracing::info!(step = name, "skipped: {why}");
+        self.set(name, StepState::Skipped, None, Some(why.into()))
     }
 
     /// Marks the run failed outside any step (e.g. a bad seed).
@@ -127,14 +214,24 @@ impl Recorder {
         self.status.peak_rss_kib = peak_rss_kib();
         self.status.state = State::Failed;
         self.status.failed_step = Some(name.into());
+        self.status.reason = Some(format!("{error:#}"));
         self.set(name, StepState::Failed, None, Some(format!("{error:#}")))
     }
 
     /// Marks the run ready.
     pub fn ready(&mut self) -> Result<()> {
+        self.finish(State::Ready)
+    }
+
+    /// Marks the run prepared (`--root DIR`: files only).
+    pub fn prepared(&mut self) -> Result<()> {
+        self.finish(State::Prepared)
+    }
+
+    fn finish(&mut self, state: State) -> Result<()> {
         self.status.peak_rss_kib = peak_rss_kib();
-        tracing::info!(peak_rss_kib = ?self.status.peak_rss_kib, "ready");
-        self.status.state = State::Ready;
+        tracing::info!(peak_rss_kib = ?self.status.peak_rss_kib, ?state, "finished");
+        self.status.state = state;
         self.save()
     }
 }

@@ -25,6 +25,10 @@ pub trait Systemd {
     fn set_hostname(&mut self, name: &str) -> Result<()>;
 }
 
+/// The longest a single D-Bus method call may take (a daemon-reload of a
+/// busy manager is the slowest).
+const METHOD_TIMEOUT: Duration = Duration::from_secs(60);
+
 const DEST: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
@@ -42,7 +46,10 @@ pub struct DbusSystemd {
 impl DbusSystemd {
     /// Connects to the system bus and subscribes to job signals.
     pub fn connect() -> Result<Self> {
-        let conn = Connection::system().context("connecting to the D-Bus system bus")?;
+        // Every call gets a timeout, so a wedged manager cannot hang the run.
+        let conn = zbus::blocking::connection::Builder::system()
+            .and_then(|b| b.method_timeout(METHOD_TIMEOUT).build())
+            .context("connecting to the D-Bus system bus")?;
         let manager =
             Proxy::new(&conn, DEST, PATH, MANAGER).context("creating the systemd manager proxy")?;
         // Match rule first, then Subscribe, so no JobRemoved can slip through.

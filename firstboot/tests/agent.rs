@@ -198,3 +198,186 @@ fn bad_seed_exits_2_with_position_and_records_status() {
         .unwrap()
         .contains("root_password"));
 }
+
+/// A scratch guest root with the account databases shadow-utils needs.
+fn guest_root(seed: &str) -> tempfile::TempDir {
+    let d = root_with_seed(seed);
+    let etc = d.path().join("etc");
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(etc.join("group"), "root:x:0:\n").unwrap();
+    std::fs::write(etc.join("shadow"), "root:*:19000:0:99999:7:::\n").unwrap();
+    std::fs::write(etc.join("gshadow"), "root:*::\n").unwrap();
+    d
+}
+
+fn status_json(root: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(root.join("var/lib/imgbuild/status.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn another_root_is_prepared_without_touching_the_host() {
+    let d = guest_root(&fixture("minio.yaml"));
+    let hostname_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    // A system bus that does not exist: any D-Bus use would fail the run.
+    let o = Command::new(bin())
+        .arg("--root")
+        .arg(d.path())
+        .env(
+            "DBUS_SYSTEM_BUS_ADDRESS",
+            "unix:path=/nonexistent/imgbuild-test-bus",
+        )
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("nothing on this host was started or changed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname_before
+    );
+    let r = d.path();
+    assert!(r.join("etc/systemd/system/minio.service").exists());
+    assert!(r.join("etc/default/minio").exists());
+    assert_eq!(
+        std::fs::read_to_string(r.join("etc/hostname")).unwrap(),
+        "minio\n"
+    );
+    assert!(!r.join("var/lib/imgbuild/applied-instance").exists());
+    let st = status_json(r);
+    assert_eq!(st["state"], "prepared", "{st:#}");
+    let skipped: Vec<&str> = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "skipped")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    for step in [
+        "hostname",
+        "daemon-reload",
+        "enable",
+        "start:minio.service",
+        "check:minio-live",
+        "marker",
+    ] {
+        assert!(skipped.contains(&step), "{step} not skipped: {skipped:?}");
+    }
+    // The seed's instance is not recorded as applied: the guest still runs it.
+    assert_eq!(run(&["--check"], r).0, 0);
+}
+
+#[test]
+fn crafted_seeds_exit_2_and_are_recorded_as_failed() {
+    let bomb = fixture("minio.yaml").replace(
+        "flavor: minio",
+        "flavor: minio\n    volumes: \"/d{1...100000}/e{1...100000}\"",
+    );
+    let deep = format!("version: 1\nhostname: a\npeers: {}\n", "[".repeat(100_000));
+    let memory = fixture("devlab.yaml").replace("memory: 6g", "memory: \"4\u{e9}\"");
+    let dup = "version: 1\nhostname: a\nhostname: b\n".to_string();
+    for (name, text, want) in [
+        (
+            "brace bomb",
+            bomb.into_bytes(),
+            "expands to 10000000000 endpoints",
+        ),
+        ("100k [", deep.into_bytes(), "larger than 65536 bytes"),
+        ("memory 4é", memory.into_bytes(), "memory size"),
+        (
+            "duplicate key",
+            dup.into_bytes(),
+            "duplicate key `hostname`",
+        ),
+        (
+            "not UTF-8",
+            b"version: 1\nhostname: \xff\n".to_vec(),
+            "not UTF-8",
+        ),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc/imgbuild")).unwrap();
+        std::fs::write(d.path().join("etc/imgbuild/seed.yaml"), &text).unwrap();
+        let t = std::time::Instant::now();
+        let (code, _, err) = run(&[], d.path());
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(t.elapsed().as_secs() < 5, "{name}: {:?}", t.elapsed());
+        let st = status_json(d.path());
+        assert_eq!(st["state"], "failed", "{name}");
+        assert!(
+            st["reason"].as_str().unwrap().contains(want),
+            "{name}: {st:#}"
+        );
+    }
+}
+
+#[test]
+fn sigterm_is_recorded_as_interrupted() {
+    use std::os::unix::process::CommandExt;
+    let d = guest_root(&fixture("minio.yaml"));
+    // A groupadd that hangs, so the run is inside its `accounts` step.
+    let fake = tempfile::tempdir().unwrap();
+    let script = fake.path().join("groupadd");
+    std::fs::write(&script, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut child = Command::new(bin())
+        .arg("--root")
+        .arg(d.path())
+        .env("PATH", path)
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as i32;
+    let running = |st: &serde_json::Value| {
+        st["steps"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["name"] == "accounts" && s["state"] == "running")
+        })
+    };
+    let t = std::time::Instant::now();
+    loop {
+        let p = d.path().join("var/lib/imgbuild/status.json");
+        if p.exists() && running(&status_json(d.path())) {
+            break;
+        }
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "the agent never reached `accounts`"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let code = child.wait().unwrap().code();
+    // The hanging groupadd is in the agent's process group.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status();
+    assert_eq!(code, Some(128 + 15));
+    let st = status_json(d.path());
+    assert_eq!(st["state"], "failed", "{st:#}");
+    assert_eq!(st["failed_step"], "accounts");
+    assert!(
+        st["reason"].as_str().unwrap().starts_with("interrupted"),
+        "{st:#}"
+    );
+    let acc = st["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "accounts")
+        .unwrap();
+    assert_eq!(acc["state"], "failed");
+}

@@ -11,8 +11,10 @@
 //! SHA-256 of exactly the UTF-8 bytes of `to_yaml()`, so for a seed file the
 //! builder wrote with `to_yaml()`, `sha256sum seed.yaml` prints the instance id.
 
+mod canonical;
 pub mod defaults;
 pub mod iso9660;
+mod parse;
 pub mod status;
 pub mod types;
 
@@ -32,6 +34,8 @@ pub const AGENT_PATH: &str = "/usr/local/sbin/firstboot";
 pub const UNIT_NAME: &str = "imgbuild-firstboot.service";
 /// The text of `/etc/systemd/system/imgbuild-firstboot.service`, baked verbatim.
 pub const UNIT_FILE: &str = include_str!("../unit/imgbuild-firstboot.service");
+/// The unit's `TimeoutStartSec`: the agent plans its own deadlines inside it.
+pub const UNIT_TIMEOUT_START: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 /// Where the builder puts a per-guest seed (mode 0600 root:root).
 pub const SEED_PATH: &str = "/etc/imgbuild/seed.yaml";
 /// Path of the seed inside the NoCloud `cidata` volume.
@@ -40,15 +44,37 @@ pub const CIDATA_SEED_PATH: &str = "imgbuild/seed.yaml";
 /// The only seed version this agent understands.
 pub const SEED_VERSION: u32 = 1;
 
-/// A seed document that failed to parse or validate.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SeedError(#[from] serde_yaml::Error);
+/// The largest seed document accepted, in bytes (a real one is a few KiB).
+pub const MAX_SEED_BYTES: usize = 64 * 1024;
+/// The deepest nesting of maps and lists accepted (a real seed has 5).
+pub const MAX_SEED_DEPTH: usize = 16;
+/// The widest indentation accepted, in columns (bounds block nesting before
+/// the parser sees the text).
+pub const MAX_SEED_INDENT: usize = 64;
+/// The longest host name a guest may have: the kernel's HOST_NAME_MAX.
+pub const MAX_HOST_NAME: usize = 64;
+
+/// A seed document that failed to parse or validate. The message names the
+/// field path; [`SeedError::location`] gives the place. It never quotes a
+/// secret (the seed's secret types do not put their value in errors).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SeedError {
+    message: String,
+    location: Option<(usize, usize)>,
+}
 
 impl SeedError {
+    fn new(message: impl Into<String>, location: Option<(usize, usize)>) -> Self {
+        SeedError {
+            message: message.into(),
+            location,
+        }
+    }
+
     /// 1-based line and column of the error in the input, when known.
     pub fn location(&self) -> Option<(usize, usize)> {
-        self.0.location().map(|l| (l.line(), l.column()))
+        self.location
     }
 }
 
@@ -81,7 +107,8 @@ impl<'de> Deserialize<'de> for Version {
 pub struct Seed {
     /// Always 1.
     pub version: Version,
-    /// The guest's static host name.
+    /// The guest's static host name (at most [`MAX_HOST_NAME`] characters).
+    #[serde(deserialize_with = "own_host_name")]
     pub hostname: Hostname,
     /// IANA zone, default `Etc/UTC`.
     #[serde(default)]
@@ -98,6 +125,17 @@ pub struct Seed {
     /// The services this guest runs.
     #[serde(default)]
     pub roles: Roles,
+}
+
+fn own_host_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hostname, D::Error> {
+    let h = Hostname::deserialize(d)?;
+    if h.as_str().len() > MAX_HOST_NAME {
+        return Err(serde::de::Error::custom(format!(
+            "invalid hostname {:?}: a host name is at most {MAX_HOST_NAME} characters (the kernel's limit); use a short name and list longer ones as peers",
+            h.as_str()
+        )));
+    }
+    Ok(h)
 }
 
 /// SSH settings.
@@ -201,13 +239,45 @@ pub enum Flavor {
 }
 
 /// MinIO's volumes: local directories or one distributed-mode expansion.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum Volumes {
     /// Local directories, e.g. `[/var/lib/minio]`.
     Local(Vec<AbsPath>),
     /// E.g. `http://minio{1...4}/data{1...2}`.
     Distributed(VolumeExpr),
+}
+
+// By hand rather than `untagged`, so a bad path or expansion reports its own
+// error instead of "did not match any variant".
+impl<'de> Deserialize<'de> for Volumes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Volumes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a list of directories or a MinIO expansion like http://minio{1...4}/data",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Volumes, E> {
+                VolumeExpr::new(v)
+                    .map(Volumes::Distributed)
+                    .map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Volumes, A::Error> {
+                let mut dirs = Vec::new();
+                while let Some(d) = seq.next_element::<AbsPath>()? {
+                    dirs.push(d);
+                }
+                Ok(Volumes::Local(dirs))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The object-store role.
@@ -493,13 +563,20 @@ fn yes() -> bool {
 impl Seed {
     /// Parses and validates a seed document. Errors carry the field path and,
     /// through [`SeedError::location`], the line and column.
+    ///
+    /// Size and nesting are bounded before the parser runs, duplicate keys
+    /// are refused at every level, anchors, aliases and tags are refused, so
+    /// no document makes this take more than linear time and memory.
     pub fn from_yaml(text: &str) -> Result<Seed, SeedError> {
-        Ok(serde_yaml::from_str(text)?)
+        parse::check_shape(text)?;
+        let node = parse::load(text)?;
+        parse::check_depth(&node)?;
+        parse::from_node(&node)
     }
 
     /// The canonical YAML form: deterministic for equal seeds.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("a seed always serializes")
+        canonical::to_string(self).expect("every value of a valid seed has a canonical form")
     }
 
     /// Lowercase hex SHA-256 of the UTF-8 bytes of [`Seed::to_yaml`].

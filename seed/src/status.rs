@@ -18,9 +18,15 @@ pub enum StepState {
     Done,
     /// Failed (see `error`).
     Failed,
+    /// Not run: `firstboot --root DIR` leaves the host alone (see `error`
+    /// for why); the guest runs it when it boots.
+    Skipped,
 }
 
 /// Overall state.
+///
+/// A run never ends in `running`: every failure (a bad seed, a step, a
+/// deadline, SIGTERM, a panic) is recorded as `failed` with its `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
@@ -28,8 +34,10 @@ pub enum State {
     Running,
     /// Every step done and every check passed.
     Ready,
-    /// A step failed.
+    /// A step failed, or the run was interrupted.
     Failed,
+    /// `firstboot --root DIR`: files written under DIR, nothing started.
+    Prepared,
 }
 
 /// One step's record.
@@ -56,6 +64,9 @@ pub struct Status {
     pub state: State,
     /// Name of the failed step, if any.
     pub failed_step: Option<String>,
+    /// Why the run failed (the failed step's error), e.g. `interrupted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Steps in order.
     pub steps: Vec<Step>,
     /// Agent version.

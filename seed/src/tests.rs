@@ -102,6 +102,12 @@ fn validation_errors_name_field_and_place() {
 
     let e = err("version: 1\nhostname: a\nsurprise: 1\n");
     assert!(e.contains("unknown field `surprise`"), "{e}");
+    assert_eq!(
+        Seed::from_yaml("version: 1\nhostname: a\nsurprise: 1\n")
+            .unwrap_err()
+            .location(),
+        Some((3, 1))
+    );
 
     let base = fixture("minio.yaml");
     let e = err(&base.replace("change-me-please", "short"));
@@ -122,4 +128,247 @@ fn validation_errors_name_field_and_place() {
 
     let e = err("version: 1\nhostname: a\npeers:\n  minio: 999.1.1.1\n");
     assert!(e.contains("peers"), "{e}");
+}
+
+/// The canonical form must stay byte-identical to what serde_yaml 0.9 wrote,
+/// or every guest's instance id would change with the parser.
+#[test]
+fn canonical_form_is_byte_identical_to_serde_yaml() {
+    let mut seeds = vec![
+        Seed::from_yaml(&fixture("minio.yaml")).unwrap(),
+        Seed::from_yaml(&fixture("devlab.yaml")).unwrap(),
+        Seed::from_yaml("version: 1\nhostname: bare\n").unwrap(),
+    ];
+    // Strings that libyaml writes plain, single-quoted, or that resolve to
+    // other types when plain.
+    let tricky = [
+        "1",
+        "0123",
+        "1e5",
+        "0x1f",
+        "true",
+        "null",
+        "y",
+        "-",
+        "a:b",
+        "a: b",
+        "a #b",
+        "a#b",
+        "#x",
+        "!x",
+        "&x",
+        "*x",
+        "|x",
+        "?x",
+        "? x",
+        ":x",
+        "-x",
+        "- x",
+        "%x",
+        "@x",
+        "`x",
+        "[x",
+        "x]",
+        "{x",
+        ",x",
+        "x,",
+        "---x",
+        "...x",
+        "x'y",
+        "'x",
+        "\"x",
+        ".inf",
+        "-.inf",
+        ".nan",
+        "+1",
+        "-1",
+        "1_0",
+        "infinity",
+        "x y",
+        "é",
+        "a\u{2603}b",
+    ];
+    for (i, t) in tricky.iter().enumerate() {
+        let mut s = Seed::from_yaml(&fixture("minio.yaml")).unwrap();
+        s.firewall.open[0].comment =
+            Some(Comment::new(format!("c {t}")).unwrap_or_else(|_| Comment::new("plain").unwrap()));
+        if let Ok(h) = Hostname::new(*t) {
+            s.peers
+                .insert(h, std::net::Ipv4Addr::new(10, 0, 0, i as u8));
+        }
+        let os = s.roles.object_store.as_mut().unwrap();
+        if let Ok(k) = AccessKey::new(format!("{t}{t}{t}")) {
+            os.root_user = k;
+        }
+        if let Ok(p) = Secret::new(format!("{t}-secret-{t}")) {
+            os.root_password = p;
+        }
+        s.ssh.authorized_keys = vec![SshPublicKey::new(format!(
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKZ2b0h1c2Vy {t}"
+        ))
+        .unwrap()];
+        seeds.push(s);
+    }
+    for s in &seeds {
+        let old = serde_yaml::to_string(s).unwrap();
+        assert_eq!(s.to_yaml(), old);
+        assert_eq!(Seed::from_yaml(&old).unwrap(), *s, "{old}");
+    }
+}
+
+#[test]
+fn non_ascii_memory_is_an_error_not_a_panic() {
+    let e = err(&fixture("devlab.yaml").replace("memory: 6g", "memory: \"4\u{e9}\""));
+    assert!(e.contains("memory size"), "{e}");
+    for bad in ["\u{e9}", "4\u{e9}", "\u{e9}g", "99999999999999g"] {
+        assert!(Memory::new(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn volume_expansions_are_bounded() {
+    let t = std::time::Instant::now();
+    let y = fixture("minio.yaml").replace(
+        "flavor: minio",
+        "flavor: minio\n    volumes: \"/d{1...100000}/e{1...100000}\"",
+    );
+    let e = err(&y);
+    assert!(e.contains("expands to 10000000000 endpoints"), "{e}");
+    assert!(t.elapsed().as_secs() < 1);
+    // 64 servers x 64 drives is the most that is accepted.
+    assert!(VolumeExpr::new("http://minio{1...64}/data{1...64}").is_ok());
+    assert!(VolumeExpr::new("http://minio{1...64}/data{1...65}").is_err());
+}
+
+#[test]
+fn deep_nesting_is_refused_quickly() {
+    for (name, text) in [
+        (
+            "flow",
+            format!("version: 1\nhostname: a\npeers: {}", "[".repeat(60_000)),
+        ),
+        (
+            "flow maps",
+            format!("version: 1\nhostname: a\npeers: {}", "{a: ".repeat(10_000)),
+        ),
+        (
+            "block",
+            format!("version: 1\nhostname: a\npeers:\n{}x", "- ".repeat(20_000)),
+        ),
+        (
+            "indent",
+            format!(
+                "version: 1\nhostname: a\n{}",
+                (0..300)
+                    .map(|i| format!("{}k:\n", " ".repeat(i)))
+                    .collect::<String>()
+            ),
+        ),
+    ] {
+        let t = std::time::Instant::now();
+        let e = Seed::from_yaml(&text).unwrap_err();
+        assert!(e.to_string().contains("nested too deeply"), "{name}: {e}");
+        assert!(e.location().is_some(), "{name}");
+        assert!(t.elapsed().as_millis() < 500, "{name}: {:?}", t.elapsed());
+    }
+    // The issue's reproduction: 100k nested `[` (refused for its size).
+    let t = std::time::Instant::now();
+    assert!(Seed::from_yaml(&format!(
+        "version: 1\nhostname: a\npeers: {}",
+        "[".repeat(100_000)
+    ))
+    .is_err());
+    assert!(t.elapsed().as_millis() < 500);
+    // Brackets inside quotes and comments do not count.
+    let quoted = format!(
+        "version: 1\nhostname: a # [[[[[[[[[[[[[[[[[[[[[[\nfirewall:\n  open: [{{port: 1, comment: \"{}\"}}]\n",
+        "[".repeat(40)
+    );
+    assert!(Seed::from_yaml(&quoted).is_ok());
+    // Just past the limit of the tree itself (the parser's view).
+    let deep = format!(
+        "version: 1\nhostname: a\npeers: {}{}",
+        "[".repeat(17),
+        "]".repeat(17)
+    );
+    assert!(err(&deep).contains("nested too deeply"));
+}
+
+#[test]
+fn size_is_bounded() {
+    let big = format!(
+        "version: 1\nhostname: a\n# {}\n",
+        "x".repeat(MAX_SEED_BYTES)
+    );
+    assert!(err(&big).contains("larger than 65536 bytes"));
+}
+
+#[test]
+fn duplicate_keys_are_refused_everywhere() {
+    for (text, line) in [
+        ("version: 1\nhostname: a\nhostname: b\n", 3),
+        (
+            "version: 1\nhostname: a\npeers:\n  x: 10.0.0.1\n  x: 10.0.0.2\n",
+            5,
+        ),
+        (
+            "version: 1\nhostname: a\nfirewall:\n  open: [{port: 1, port: 2}]\n",
+            4,
+        ),
+        (
+            "version: 1\nhostname: a\nroles: {spark: {}, spark: {}}\n",
+            3,
+        ),
+    ] {
+        let e = Seed::from_yaml(text).unwrap_err();
+        assert!(e.to_string().contains("duplicate key"), "{text}: {e}");
+        assert_eq!(e.location().map(|l| l.0), Some(line), "{text}: {e}");
+    }
+}
+
+#[test]
+fn anchors_aliases_tags_and_other_documents_are_refused() {
+    for text in [
+        "version: 1\nhostname: &h a\npeers: {*h: 10.0.0.1}\n",
+        "version: 1\nhostname: !!str a\n",
+        "version: 1\nhostname: *nothing\n",
+        "- version: 1\n",
+        "just a string",
+        "version: 1\nhostname: a\n---\nversion: 1\nhostname: b\n",
+        "version: 1\nhostname: \"unterminated\n",
+        "\u{feff}version: 1\nhostname: a\n\t- x",
+    ] {
+        assert!(Seed::from_yaml(text).is_err(), "{text:?}");
+    }
+    assert!(
+        Seed::from_yaml("").is_err(),
+        "an empty seed lacks version and hostname"
+    );
+    assert!(
+        Seed::from_yaml("# c\n---\nversion: 1\nhostname: a\n").is_ok(),
+        "an explicit start is fine"
+    );
+}
+
+#[test]
+fn host_names_fit_the_kernel_and_dns() {
+    let long = "a".repeat(63);
+    let e = err(&format!("version: 1\nhostname: {long}.{long}\n"));
+    assert!(e.contains("at most 64 characters"), "{e}");
+    assert!(Seed::from_yaml(&format!("version: 1\nhostname: {long}\n")).is_ok());
+    let e = err(&format!("version: 1\nhostname: {long}a\n"));
+    assert!(e.contains("1 to 63"), "{e}");
+    // Peers may have longer (DNS-valid) names.
+    let peers = format!("version: 1\nhostname: a\npeers:\n  {long}.{long}: 10.0.0.1\n");
+    assert!(Seed::from_yaml(&peers).is_ok());
+    let e = err(&format!(
+        "version: 1\nhostname: a\npeers:\n  {long}.{long}.{long}.{long}: 10.0.0.1\n"
+    ));
+    assert!(e.contains("1 to 253"), "{e}");
+}
+
+#[test]
+fn unit_timeout_constant_matches_the_unit_file() {
+    let line = format!("TimeoutStartSec={}min\n", UNIT_TIMEOUT_START.as_secs() / 60);
+    assert!(UNIT_FILE.contains(&line), "{UNIT_FILE}");
 }

@@ -64,7 +64,7 @@ macro_rules! string_newtype {
         }
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                // Validating inside the visitor lets serde_yaml attach the
+                // Validating inside the visitor lets the deserializer attach the
                 // field path and the value's line and column to the error.
                 struct V;
                 impl<'de> serde::de::Visitor<'de> for V {
@@ -217,8 +217,19 @@ impl AbsPath {
     }
 }
 
+/// A character that YAML writes inside one plain or single-quoted line:
+/// no control characters, no Unicode line or paragraph separators, nothing
+/// YAML calls non-printable (U+FEFF, U+FFFE, U+FFFF).
+pub(crate) fn yaml_inline_char(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{FEFF}' | '\u{FFFE}' | '\u{FFFF}'
+        )
+}
+
 fn check_single_line(s: &str) -> Result<(), InvalidValue> {
-    if s.is_empty() || s.len() > 4096 || s.chars().any(|c| c.is_control()) {
+    if s.is_empty() || s.len() > 4096 || !s.chars().all(yaml_inline_char) {
         return Err(invalid(
             "single-line string",
             s,
@@ -366,10 +377,16 @@ impl fmt::Debug for Secret {
 }
 
 fn check_memory(s: &str) -> Result<(), InvalidValue> {
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let unit_ok = matches!(unit, "k" | "m" | "g" | "t" | "K" | "M" | "G" | "T");
+    // Split off the last character, not the last byte: `4é` must be an
+    // error, not a slice through a UTF-8 sequence.
+    let (num, unit) = match s.char_indices().last() {
+        Some((i, c)) => (&s[..i], c),
+        None => ("", ' '),
+    };
+    let unit_ok = matches!(unit, 'k' | 'm' | 'g' | 't' | 'K' | 'M' | 'G' | 'T');
     if !unit_ok
         || num.is_empty()
+        || num.len() > 12
         || !num.bytes().all(|b| b.is_ascii_digit())
         || num.starts_with('0')
     {
@@ -450,35 +467,53 @@ string_newtype!(
     SparkUrl, "Spark master URL", check_spark_url, debug
 );
 
-/// Checks MinIO's ellipsis syntax: every `{` opens a `{a...b}` range with a <= b.
-fn check_ellipses(s: &str) -> bool {
+/// At most this many endpoints in one volume expression (e.g. 64 servers with
+/// 64 drives each); MinIO's ranges multiply, so `{1...100000}` twice would
+/// otherwise ask for ten billion.
+pub const MAX_VOLUME_ENDPOINTS: u64 = 4096;
+
+/// Checks MinIO's ellipsis syntax (every `{` opens a `{a...b}` range with
+/// a <= b) and returns how many endpoints it expands to.
+fn count_ellipses(s: &str) -> Option<u64> {
     let mut rest = s;
+    let mut count: u64 = 1;
     while let Some(open) = rest.find('{') {
-        let Some(close) = rest[open..].find('}') else {
-            return false;
-        };
+        let close = rest[open..].find('}')?;
         let inner = &rest[open + 1..open + close];
-        let Some((a, b)) = inner.split_once("...") else {
-            return false;
-        };
+        let (a, b) = inner.split_once("...")?;
         match (a.parse::<u32>(), b.parse::<u32>()) {
-            (Ok(a), Ok(b)) if a <= b => {}
-            _ => return false,
+            (Ok(a), Ok(b)) if a <= b => {
+                count = count.saturating_mul(u64::from(b - a) + 1);
+            }
+            _ => return None,
         }
         rest = &rest[open + close + 1..];
     }
-    !rest.contains('}')
+    (!rest.contains('}')).then_some(count)
 }
 
 fn check_volume_expr(s: &str) -> Result<(), InvalidValue> {
     const W: &str = "MinIO volume expression";
     let bare = s.replace(['{', '}'], "");
     let scheme_ok = s.starts_with("http://") || s.starts_with("https://") || s.starts_with('/');
-    if !scheme_ok || !bare.chars().all(plain_char) || !s.contains('{') || !check_ellipses(s) {
+    let count = count_ellipses(s);
+    if s.len() > 1024
+        || !scheme_ok
+        || !bare.chars().all(plain_char)
+        || !s.contains('{')
+        || count.is_none()
+    {
         return Err(invalid(
             W,
             s,
             "expected MinIO's expansion syntax like http://minio{1...4}/data{1...2} or /mnt/disk{1...4}; list plain local directories as a YAML list instead",
+        ));
+    }
+    if let Some(n) = count.filter(|n| *n > MAX_VOLUME_ENDPOINTS) {
+        return Err(invalid(
+            W,
+            s,
+            format!("expands to {n} endpoints; at most {MAX_VOLUME_ENDPOINTS} are supported"),
         ));
     }
     Ok(())
@@ -511,7 +546,7 @@ impl Port {
     }
 }
 
-/// Deserializes an integer in `lo..=hi` inside the visitor, so serde_yaml
+/// Deserializes an integer in `lo..=hi` inside the visitor, so the parser
 /// reports the field path and position of a bad value.
 pub(crate) fn deserialize_ranged<'de, D: Deserializer<'de>>(
     d: D,

@@ -4,6 +4,7 @@ use super::*;
 use crate::accounts::MemAccounts;
 use crate::status::{State, StepState};
 use crate::systemd::MemSystemd;
+use std::time::{Duration, Instant};
 
 const SEED: &str = "version: 1\nhostname: box\nssh:\n  authorized_keys:\n    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKZ2b0h1c2VyZm9ydGVzdHNvbmx5bm90 me\nfirewall:\n  open: [{port: 8080}]\n";
 
@@ -203,4 +204,67 @@ fn restarts_owed_by_a_failed_run_are_made_by_the_next_run_in_the_same_boot() {
     let mut sd2 = MemSystemd::default();
     let out = apply(d.path(), &seed, "test", &mut sd2, &mut MemAccounts).unwrap();
     assert!(out.restarted.is_empty(), "{:?}", sd2.calls);
+}
+
+#[test]
+fn every_step_ends_by_the_run_deadline_and_the_failure_is_recorded() {
+    let d = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!(
+        "{}/../seed/tests/fixtures/seeds/minio.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    // Nothing listens on port 1: minio-live would poll for its full 180 s.
+    .replace("flavor: minio", "flavor: minio\n    api_port: 1");
+    let seed = Seed::from_yaml(&text).unwrap();
+    let mut sd = MemSystemd::default();
+    let t = Instant::now();
+    let host = Host::Live {
+        systemd: &mut sd,
+        deadline: t + Duration::from_secs(2),
+    };
+    let err = apply_on(d.path(), &seed, "test", host, &mut MemAccounts).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert_eq!(err.step, "check:minio-live");
+    assert!(err.to_string().contains("run's deadline"), "{err}");
+    let st = status(d.path());
+    assert_eq!(st.state, State::Failed);
+    assert!(st.reason.as_deref().unwrap().contains("run's deadline"));
+
+    // A deadline already passed fails the next step without calling systemd.
+    let d = tempfile::tempdir().unwrap();
+    let mut sd = MemSystemd::default();
+    let host = Host::Live {
+        systemd: &mut sd,
+        deadline: Instant::now(),
+    };
+    let err = apply_on(d.path(), &seed, "test", host, &mut MemAccounts).unwrap_err();
+    assert_eq!(err.step, "hostname");
+    assert!(sd.calls.is_empty(), "{:?}", sd.calls);
+    assert!(RUN_BUDGET < imgbuild_seed::UNIT_TIMEOUT_START);
+}
+
+#[test]
+fn offline_writes_files_only_and_says_what_it_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let seed = Seed::from_yaml(SEED).unwrap();
+    let out = apply_on(d.path(), &seed, "test", Host::Offline, &mut MemAccounts).unwrap();
+    assert!(out.changed.contains(&"/etc/nftables.conf".to_string()));
+    assert!(d.path().join("etc/nftables.conf").exists());
+    assert!(
+        !d.path().join("etc/ssh/ssh_host_ed25519_key").exists(),
+        "host keys belong to the booted guest, not to a prepared tree"
+    );
+    let st = status(d.path());
+    assert_eq!(st.state, State::Prepared);
+    for s in &st.steps {
+        let want = if s.name == "accounts" || s.name == "files" {
+            StepState::Done
+        } else {
+            StepState::Skipped
+        };
+        assert_eq!(s.state, want, "{}", s.name);
+    }
+    assert_eq!(status::applied_instance(d.path()).unwrap(), None);
+    assert!(!d.path().join(OWED_PATH.trim_start_matches('/')).exists());
 }
