@@ -1,14 +1,18 @@
 //! From a validated lab to the resolved picture every target reads: each
 //! guest's node and storages, network settings (address, prefix, gateway,
 //! DNS, bridge, a MAC stable per lab and guest), sizes, open ports and web
-//! UIs. Pure: no I/O, no secrets (seeds are built from the lab by
-//! [`crate::seed`], because they need the secret values).
+//! UIs, and how its services reach the others (peers, the Spark master URL,
+//! the S3 endpoint and which credentials, the object store's volumes). Pure:
+//! no I/O and no secret values (only references; [`crate::seed`] reads them).
+//! Nobody downstream looks a peer up again.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::lab::{GuestKind, Lab, OpenPort, Storage};
+use crate::model::lab::{Guest, GuestKind, Lab, OpenPort, Storage};
+use crate::model::types::SecretRef;
 
 /// The resolved lab.
 #[derive(Debug, Clone)]
@@ -44,6 +48,43 @@ pub struct GuestSpec {
     /// Web UIs: (what, port).
     pub web: Vec<(&'static str, u16)>,
     pub roles: Vec<&'static str>,
+    /// Every guest of the lab by name (for /etc/hosts).
+    pub peers: BTreeMap<String, Ipv4Addr>,
+    /// The object store's volumes (MINIO_VOLUMES), when it runs here.
+    pub object_store_volumes: Option<StoreVolumes>,
+    /// A Spark master here: the address it binds and advertises, and how many
+    /// workers join it.
+    pub spark_master: Option<MasterLink>,
+    /// A Spark worker here: the master it joins, `spark://addr:port`.
+    pub spark_master_url: Option<String>,
+    /// Spark's S3A connection.
+    pub s3: Option<S3Link>,
+}
+
+/// MINIO_VOLUMES: local directories, or one distributed-mode expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreVolumes {
+    Local(Vec<String>),
+    /// `http://minio{1...4}:9000/var/lib/minio/drive{1...2}`
+    Distributed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterLink {
+    /// The guest's address, not its name: Ubuntu maps the own host name to
+    /// 127.0.1.1, and a master bound there is unreachable from workers.
+    pub host: Ipv4Addr,
+    pub expect_workers: u32,
+}
+
+/// Spark's S3A settings, credentials by reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Link {
+    /// `http://addr:port` of the object store.
+    pub endpoint: String,
+    /// The lab's own, or the object store's root user.
+    pub access_key: SecretRef,
+    pub secret_key: SecretRef,
 }
 
 impl Topology {
@@ -55,6 +96,11 @@ impl Topology {
 /// Resolves `lab`. Every reference was checked by the model, so this cannot fail.
 pub fn resolve(lab: &Lab) -> Topology {
     let name = lab_name(lab);
+    let peers: BTreeMap<String, Ipv4Addr> = lab
+        .guests
+        .iter()
+        .map(|g| (g.name.to_string(), g.address))
+        .collect();
     let guests = lab
         .guests
         .iter()
@@ -88,6 +134,11 @@ pub fn resolve(lab: &Lab) -> Topology {
                 ports,
                 web,
                 roles: g.role_names(),
+                peers: peers.clone(),
+                object_store_volumes: store_volumes(lab, g),
+                spark_master: spark_master(lab, g),
+                spark_master_url: spark_master_url(lab, g),
+                s3: s3_link(lab, g),
             }
         })
         .collect();
@@ -100,6 +151,86 @@ pub fn resolve(lab: &Lab) -> Topology {
         guests,
         backup: lab.backup.clone(),
     }
+}
+
+fn store_volumes(lab: &Lab, g: &Guest) -> Option<StoreVolumes> {
+    let os = g.roles.object_store.as_ref()?;
+    let drives = |base: &str| -> String {
+        if os.drives_per_guest <= 1 {
+            base.to_string()
+        } else {
+            format!("{base}/drive{{1...{}}}", os.drives_per_guest)
+        }
+    };
+    Some(match &os.pool {
+        None if os.drives_per_guest <= 1 => StoreVolumes::Local(vec![os.data_dir.clone()]),
+        None => StoreVolumes::Local(
+            (1..=os.drives_per_guest)
+                .map(|i| format!("{}/drive{i}", os.data_dir))
+                .collect(),
+        ),
+        Some(_) => {
+            let names: Vec<&str> = lab
+                .object_store_members(g)
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect();
+            let (prefix, first, last) = crate::model::lab::pool_expansion(&names)
+                .expect("the model checked the pool's names");
+            StoreVolumes::Distributed(format!(
+                "http://{prefix}{{{first}...{last}}}:{}{}",
+                os.api_port.get(),
+                drives(&os.data_dir)
+            ))
+        }
+    })
+}
+
+fn spark_master(lab: &Lab, g: &Guest) -> Option<MasterLink> {
+    g.roles.spark.as_ref()?.master.as_ref()?;
+    Some(MasterLink {
+        host: g.address,
+        expect_workers: lab.spark_workers_of(g.name.as_str()).len() as u32,
+    })
+}
+
+fn spark_master_url(lab: &Lab, g: &Guest) -> Option<String> {
+    let w = g.roles.spark.as_ref()?.worker.as_ref()?;
+    let master = lab
+        .guest(w.master.as_str())
+        .expect("the model checked the worker's master");
+    let port = master
+        .roles
+        .spark
+        .as_ref()
+        .and_then(|s| s.master.as_ref())
+        .expect("the model checked that the master guest runs a master")
+        .port
+        .get();
+    Some(format!("spark://{}:{port}", master.address))
+}
+
+fn s3_link(lab: &Lab, g: &Guest) -> Option<S3Link> {
+    let s3 = g.roles.spark.as_ref()?.s3.as_ref()?;
+    let store = lab
+        .guest(s3.object_store.as_str())
+        .expect("the model checked the S3 object store guest");
+    let os = store
+        .roles
+        .object_store
+        .as_ref()
+        .expect("the model checked that it runs the object store");
+    Some(S3Link {
+        endpoint: format!("http://{}:{}", store.address, os.api_port.get()),
+        access_key: s3
+            .access_key
+            .clone()
+            .unwrap_or_else(|| os.root_user.clone()),
+        secret_key: s3
+            .secret_key
+            .clone()
+            .unwrap_or_else(|| os.root_password.clone()),
+    })
 }
 
 /// `lab/homelab.yaml` -> `homelab`; anything outside `[a-z0-9-]` becomes `-`.

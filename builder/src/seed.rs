@@ -1,26 +1,28 @@
 //! From the lab to one guest's seed document: the only place the lab's
-//! topology is turned into what a guest's `firstboot` agent applies. Secrets
-//! are resolved here (and only here), so callers must write the result to
-//! 0600 files and never log it.
+//! resolved topology ([`crate::resolve`]) is turned into what a guest's
+//! `firstboot` agent applies, built with the seed contract's typed
+//! constructors. Secrets are resolved here (and only here), so callers must
+//! write the result to 0600 files and never log it.
 
-use std::collections::BTreeMap;
-
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
+use imgbuild_seed as sd;
 use imgbuild_seed::Seed;
-use serde_json::{json, Map, Value};
 
 use crate::model::lab::{Guest, Lab};
-use crate::model::types::Size;
+use crate::model::types::{SecretRef, Size};
+use crate::resolve::{GuestSpec, StoreVolumes};
 
 /// Builds the seed of guest `name`, resolving its secret references.
 pub fn for_guest(lab: &Lab, name: &str) -> Result<Seed> {
     let guest = lab
         .guest(name)
         .ok_or_else(|| anyhow!("guest {name:?} is not in {}", lab.path.display()))?;
-    let doc = document(lab, guest)?;
-    // The agent's own parser is the contract: whatever we render must pass it.
-    let yaml = serde_yaml::to_string(&doc).context("rendering seed document")?;
-    Seed::from_yaml(&yaml).map_err(|e| {
+    let topo = crate::resolve::resolve(lab);
+    let spec = topo.guest(name).expect("resolve covers every guest");
+    let seed = build(lab, guest, spec)?;
+    // The agent's own parser is the contract: what we built must pass it as
+    // the agent will read it (cross-field rules included).
+    Seed::from_yaml(&seed.to_yaml()).map_err(|e| {
         // The error text may quote a field value; secrets are validated as
         // opaque strings by the agent's types, whose errors never echo them.
         anyhow!(
@@ -30,172 +32,181 @@ pub fn for_guest(lab: &Lab, name: &str) -> Result<Seed> {
     })
 }
 
-fn document(lab: &Lab, guest: &Guest) -> Result<Value> {
-    let peers: BTreeMap<String, String> = lab
-        .guests
-        .iter()
-        .map(|g| (g.name.as_str().to_string(), g.address.to_string()))
-        .collect();
-    let open: Vec<Value> = guest
-        .open_ports()
-        .into_iter()
-        .filter(|p| p.port.get() != 22) // the agent always opens SSH itself
-        .map(|p| json!({"port": p.port.get(), "comment": p.purpose}))
-        .collect();
-    let mut roles = Map::new();
-    if let Some(os) = &guest.roles.object_store {
-        roles.insert("object_store".into(), object_store(lab, guest, os)?);
-    }
-    if let Some(spark) = &guest.roles.spark {
-        roles.insert("spark".into(), spark_role(lab, guest, spark)?);
-    }
-    Ok(json!({
-        "version": imgbuild_seed::SEED_VERSION,
-        "hostname": guest.name.as_str(),
-        "ssh": {"authorized_keys": lab.ssh.public_keys()},
-        "firewall": {"open": open},
-        "peers": peers,
-        "roles": roles,
-    }))
+/// A typed value, or an error naming the lab field it came from.
+fn typed<T>(r: Result<T, sd::InvalidValue>, guest: &str, field: &str) -> Result<T> {
+    r.map_err(|e| {
+        anyhow!(
+            "guest {guest}: {field}: {}",
+            crate::redact::scrub(&e.to_string())
+        )
+    })
 }
 
-fn object_store(lab: &Lab, guest: &Guest, os: &crate::model::lab::ObjectStore) -> Result<Value> {
-    let drives: Vec<String> = if os.drives_per_guest <= 1 {
-        vec![os.data_dir.clone()]
-    } else {
-        (1..=os.drives_per_guest)
-            .map(|i| format!("{}/drive{i}", os.data_dir))
-            .collect()
-    };
-    let volumes = match &os.pool {
-        None => json!(drives),
-        Some(pool) => json!(distributed_volumes(lab, guest, pool, os)?),
-    };
-    let user = os.root_user.resolve().with_context(|| {
-        format!(
-            "guest {}: roles.object_store.root_user",
-            guest.name.as_str()
-        )
-    })?;
-    let password = os.root_password.resolve().with_context(|| {
-        format!(
-            "guest {}: roles.object_store.root_password",
-            guest.name.as_str()
-        )
-    })?;
-    Ok(json!({
-        "flavor": os.flavor.as_str(),
-        "volumes": volumes,
-        "api_port": os.api_port.get(),
-        "console_port": os.console_port.get(),
-        "data_dir": os.data_dir,
-        "log_dir": os.log_dir,
-        "root_user": user,
-        "root_password": password,
-        "buckets": os.buckets,
-    }))
+fn secret(r: &SecretRef, guest: &str, field: &str) -> Result<String> {
+    r.resolve()
+        .with_context(|| format!("guest {guest}: {field}"))
 }
 
-/// MinIO's distributed form `http://minio{1...4}:9000/var/lib/minio/drive{1...2}`:
-/// the pool's guests must be named `<prefix><n>` with consecutive numbers,
-/// since MinIO expands hosts only by such ranges.
-fn distributed_volumes(
-    lab: &Lab,
-    guest: &Guest,
-    pool: &str,
-    os: &crate::model::lab::ObjectStore,
-) -> Result<String> {
-    let members = lab.object_store_members(guest);
-    let mut numbered: Vec<(String, u32)> = Vec::new();
-    for m in &members {
-        let name = m.name.as_str();
-        let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        if digits == 0 {
-            bail!("object-store pool {pool:?}: guest {name} must be named <prefix><number> (e.g. minio1) so MinIO can address the pool as minio{{1...N}}");
+fn build(lab: &Lab, guest: &Guest, spec: &GuestSpec) -> Result<Seed> {
+    let who = spec.name.as_str();
+    let mut open = Vec::new();
+    for p in &spec.ports {
+        if p.port.get() == 22 {
+            continue; // the agent always opens SSH itself
         }
-        let (prefix, n) = name.split_at(name.len() - digits);
-        numbered.push((prefix.to_string(), n.parse().unwrap_or(0)));
+        open.push(sd::OpenPort {
+            port: typed(sd::Port::new(p.port.get()), who, p.field)?,
+            proto: sd::Proto::Tcp,
+            comment: Some(typed(sd::Comment::new(p.purpose), who, p.field)?),
+        });
     }
-    numbered.sort_by_key(|(_, n)| *n);
-    let prefix = &numbered[0].0;
-    let first = numbered[0].1;
-    let last = numbered[numbered.len() - 1].1;
-    let consecutive = numbered
-        .iter()
-        .enumerate()
-        .all(|(i, (p, n))| p == prefix && *n == first + i as u32);
-    if !consecutive {
-        bail!("object-store pool {pool:?}: guests must share one prefix and be numbered consecutively (e.g. minio1..minio4)");
+    let mut peers = std::collections::BTreeMap::new();
+    for (n, a) in &spec.peers {
+        peers.insert(typed(sd::Hostname::new(n.as_str()), who, "guests")?, *a);
     }
-    let drives = if os.drives_per_guest <= 1 {
-        os.data_dir.clone()
-    } else {
-        format!("{}/drive{{1...{}}}", os.data_dir, os.drives_per_guest)
-    };
-    Ok(format!(
-        "http://{prefix}{{{first}...{last}}}:{}{drives}",
-        os.api_port.get()
-    ))
+    let mut keys = Vec::new();
+    for k in lab.ssh.public_keys() {
+        keys.push(typed(sd::SshPublicKey::new(k), who, "ssh.authorized_keys")?);
+    }
+    Ok(Seed {
+        version: sd::Version::default(),
+        hostname: typed(sd::Hostname::new(who), who, "guests")?,
+        timezone: sd::Timezone::default(),
+        ssh: sd::Ssh {
+            authorized_keys: keys,
+        },
+        firewall: sd::Firewall { open },
+        peers,
+        roles: sd::Roles {
+            object_store: object_store(guest, spec)?,
+            spark: spark(guest, spec)?,
+        },
+    })
 }
 
-fn spark_role(lab: &Lab, guest: &Guest, spark: &crate::model::lab::Spark) -> Result<Value> {
-    let mut v = Map::new();
-    if let Some(m) = &spark.master {
-        // The address, not the name: Ubuntu maps the own host name to
-        // 127.0.1.1, and a master bound there is unreachable from workers.
-        v.insert(
-            "master".into(),
-            json!({"host": guest.address.to_string(), "port": m.port.get(), "ui_port": m.ui_port.get()}),
-        );
-        let workers = lab.spark_workers_of(guest.name.as_str()).len();
-        v.insert("expect_workers".into(), json!(workers));
-    }
-    if let Some(w) = &spark.worker {
-        let master = lab
-            .guest(w.master.as_str())
-            .ok_or_else(|| anyhow!("spark worker's master {} is not a guest", w.master.as_str()))?;
-        let port = master
-            .roles
-            .spark
-            .as_ref()
-            .and_then(|s| s.master.as_ref())
-            .map(|m| m.port.get())
-            .ok_or_else(|| anyhow!("guest {} runs no spark master", w.master.as_str()))?;
-        v.insert(
-            "worker".into(),
-            json!({
-                "master_url": format!("spark://{}:{port}", master.address),
-                "cores": w.cores.get(),
-                "memory": spark_memory(w.memory),
-                "ui_port": w.ui_port.get(),
-            }),
-        );
-    }
-    if let Some(s3) = &spark.s3 {
-        let store = lab.guest(s3.object_store.as_str()).ok_or_else(|| {
-            anyhow!(
-                "spark s3 object store {} is not a guest",
-                s3.object_store.as_str()
-            )
-        })?;
-        let port = store
-            .roles
-            .object_store
-            .as_ref()
-            .map(|o| o.api_port.get())
-            .ok_or_else(|| anyhow!("guest {} has no object_store role", store.name.as_str()))?;
-        let who = guest.name.as_str();
-        v.insert(
-            "s3".into(),
-            json!({
-                "endpoint": format!("http://{}:{port}", store.address),
-                "access_key": s3.access_key.resolve().with_context(|| format!("guest {who}: roles.spark.s3.access_key"))?,
-                "secret_key": s3.secret_key.resolve().with_context(|| format!("guest {who}: roles.spark.s3.secret_key"))?,
-                "path_style": true,
-            }),
-        );
-    }
-    Ok(Value::Object(v))
+fn object_store(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::ObjectStore>> {
+    let (Some(os), Some(vols)) = (&guest.roles.object_store, &spec.object_store_volumes) else {
+        return Ok(None);
+    };
+    let who = spec.name.as_str();
+    let f = |x: &str| format!("roles.object_store.{x}");
+    let volumes = match vols {
+        StoreVolumes::Local(dirs) => sd::Volumes::Local(
+            dirs.iter()
+                .map(|d| typed(sd::AbsPath::new(d.as_str()), who, &f("data_dir")))
+                .collect::<Result<_>>()?,
+        ),
+        StoreVolumes::Distributed(e) => {
+            sd::Volumes::Distributed(typed(sd::VolumeExpr::new(e.as_str()), who, &f("pool"))?)
+        }
+    };
+    Ok(Some(sd::ObjectStore {
+        flavor: sd::Flavor::Minio,
+        volumes,
+        api_port: typed(sd::Port::new(os.api_port.get()), who, &f("api_port"))?,
+        console_port: typed(
+            sd::Port::new(os.console_port.get()),
+            who,
+            &f("console_port"),
+        )?,
+        data_dir: typed(sd::AbsPath::new(os.data_dir.as_str()), who, &f("data_dir"))?,
+        log_dir: typed(sd::AbsPath::new(os.log_dir.as_str()), who, &f("log_dir"))?,
+        root_user: typed(
+            sd::AccessKey::new(secret(&os.root_user, who, &f("root_user"))?),
+            who,
+            &f("root_user"),
+        )?,
+        root_password: typed(
+            sd::Secret::new(secret(&os.root_password, who, &f("root_password"))?),
+            who,
+            &f("root_password"),
+        )?,
+        buckets: os
+            .buckets
+            .iter()
+            .map(|b| typed(sd::BucketName::new(b.as_str()), who, &f("buckets")))
+            .collect::<Result<_>>()?,
+    }))
+}
+
+fn spark(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::Spark>> {
+    let Some(sp) = &guest.roles.spark else {
+        return Ok(None);
+    };
+    let who = spec.name.as_str();
+    let master = match (&sp.master, &spec.spark_master) {
+        (Some(m), Some(link)) => Some(sd::SparkMaster {
+            // The address, not the name: see resolve::MasterLink.
+            host: typed(
+                sd::Hostname::new(link.host.to_string()),
+                who,
+                "roles.spark.master",
+            )?,
+            port: typed(sd::Port::new(m.port.get()), who, "roles.spark.master.port")?,
+            ui_port: typed(
+                sd::Port::new(m.ui_port.get()),
+                who,
+                "roles.spark.master.ui_port",
+            )?,
+        }),
+        _ => None,
+    };
+    let worker = match (&sp.worker, &spec.spark_master_url) {
+        (Some(w), Some(url)) => Some(sd::SparkWorker {
+            master_url: typed(
+                sd::SparkUrl::new(url.as_str()),
+                who,
+                "roles.spark.worker.master",
+            )?,
+            cores: typed(
+                sd::Cores::new(w.cores.get()),
+                who,
+                "roles.spark.worker.cores",
+            )?,
+            memory: typed(
+                sd::Memory::new(spark_memory(w.memory)),
+                who,
+                "roles.spark.worker.memory",
+            )?,
+            ui_port: typed(
+                sd::Port::new(w.ui_port.get()),
+                who,
+                "roles.spark.worker.ui_port",
+            )?,
+        }),
+        _ => None,
+    };
+    let s3 = match &spec.s3 {
+        Some(link) => Some(sd::SparkS3 {
+            endpoint: typed(
+                sd::HttpUrl::new(link.endpoint.as_str()),
+                who,
+                "roles.spark.s3.object_store",
+            )?,
+            access_key: typed(
+                sd::AccessKey::new(secret(&link.access_key, who, "roles.spark.s3.access_key")?),
+                who,
+                "roles.spark.s3.access_key",
+            )?,
+            secret_key: typed(
+                sd::Secret::new(secret(&link.secret_key, who, "roles.spark.s3.secret_key")?),
+                who,
+                "roles.spark.s3.secret_key",
+            )?,
+            path_style: true,
+        }),
+        None => None,
+    };
+    let abs = |p: &str| typed(sd::AbsPath::new(p), who, "roles.spark");
+    Ok(Some(sd::Spark {
+        home: abs(sd::defaults::SPARK_HOME)?,
+        java_home: abs(sd::defaults::JAVA_HOME)?,
+        log_dir: abs(sd::defaults::SPARK_LOG_DIR)?,
+        expect_workers: spec.spark_master.as_ref().map_or(0, |m| m.expect_workers),
+        master,
+        worker,
+        s3,
+    }))
 }
 
 /// Spark's memory notation: whole GiB as `Ng`, else MiB as `Nm`.

@@ -258,8 +258,8 @@ fn plan_shows_guests_ports_links_and_images() {
         "minio   lxc   200   pve   2      4GiB    20GiB  192.168.1.200/24  ubuntu-22.04-lxc  object_store",
         "22,9000,9001",
         "devlab  vm    100   pve   4      8GiB    50GiB  192.168.1.100/24  ubuntu-22.04-vm   spark_master,spark_worker  22,7077,8080,8081",
-        "devlab: spark worker (4 cores, 6GiB) -> spark://devlab:7077",
-        "devlab: spark s3a -> http://minio:9000",
+        "devlab: spark worker (4 cores, 6GiB) -> spark://192.168.1.100:7077 (devlab)",
+        "devlab: spark s3a -> http://192.168.1.200:9000 (minio, as env:MINIO_ROOT_USER)",
         "ubuntu-22.04-lxc  lxc   ubuntu-22.04-standard_22.04-1_amd64.tar.zst  minio,spark,java,firstboot  minio",
     ] {
         assert!(table.contains(want), "plan lacks {want:?}:\n{table}");

@@ -106,6 +106,7 @@ pub struct ImagePlan {
 impl Plan {
     pub fn of(loaded: &Loaded) -> Plan {
         let lab = &loaded.lab;
+        let topo = crate::resolve::resolve(lab);
         let prefix = lab.network.cidr.prefix();
         let guests = lab
             .guests
@@ -129,7 +130,7 @@ impl Plan {
                         purpose: p.purpose,
                     })
                     .collect(),
-                links: links(lab, g),
+                links: links(lab, &topo, g),
             })
             .collect();
         let images = lab
@@ -246,7 +247,7 @@ impl Plan {
 }
 
 /// How `g`'s services reach other guests.
-fn links(lab: &Lab, g: &Guest) -> Vec<String> {
+fn links(lab: &Lab, topo: &crate::resolve::Topology, g: &Guest) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(o) = &g.roles.object_store {
         let members = lab.object_store_members(g);
@@ -265,33 +266,28 @@ fn links(lab: &Lab, g: &Guest) -> Vec<String> {
             ));
         }
     }
+    let spec = topo
+        .guest(g.name.as_str())
+        .expect("resolve covers every guest");
     if let Some(s) = &g.roles.spark {
-        if let Some(w) = &s.worker {
-            let port = lab
-                .guest(w.master.as_str())
-                .and_then(|m| m.roles.spark.as_ref())
-                .and_then(|s| s.master.as_ref())
-                .map(|m| m.port.get())
-                .unwrap_or(7077);
+        if let (Some(w), Some(url)) = (&s.worker, &spec.spark_master_url) {
             v.push(format!(
-                "spark worker ({} cores, {}) -> spark://{}:{port}",
+                "spark worker ({} cores, {}) -> {url} ({})",
                 w.cores, w.memory, w.master
             ));
         }
-        if s.master.is_some() {
-            let n = lab.spark_workers_of(g.name.as_str()).len();
+        if let Some(m) = &spec.spark_master {
+            let n = m.expect_workers;
             v.push(format!(
                 "spark master with {n} worker{}",
                 if n == 1 { "" } else { "s" }
             ));
         }
-        if let Some(s3) = &s.s3 {
-            let port = lab
-                .guest(s3.object_store.as_str())
-                .and_then(|t| t.roles.object_store.as_ref())
-                .map(|o| o.api_port.get())
-                .unwrap_or(9000);
-            v.push(format!("spark s3a -> http://{}:{port}", s3.object_store));
+        if let (Some(s3), Some(link)) = (&s.s3, &spec.s3) {
+            v.push(format!(
+                "spark s3a -> {} ({}, as {})",
+                link.endpoint, s3.object_store, link.access_key
+            ));
         }
     }
     v

@@ -247,38 +247,25 @@ fn object_store_pools(lab: &Lab, ctx: &mut Ctx) {
     }
 }
 
-/// MinIO names a distributed pool's servers with one expansion
-/// (`http://minio{1...4}`), so members need a common prefix and consecutive numbers.
+/// Reports pool member names MinIO cannot expand ([`super::lab::pool_expansion`]).
 fn pool_names(pool: &str, members: &[&Guest], ctx: &mut Ctx) {
-    let split = |n: &str| {
-        let i = n.trim_end_matches(|c: char| c.is_ascii_digit()).len();
-        let (p, d) = n.split_at(i);
-        (p.to_string(), d.parse::<u64>().ok())
-    };
-    let (prefix, _) = split(members[0].name.as_str());
-    let mut nums = Vec::new();
-    for g in members {
-        match split(g.name.as_str()) {
-            (p, Some(n)) if p == prefix => nums.push(n),
-            _ => {
-                ctx.err(
-                    &format!("guests.{}", g.name),
-                    format!(
-                        "guests in pool `{pool}` need names `<prefix><number>` with one prefix (like {prefix}1, {prefix}2, ...) so MinIO can address them as {prefix}{{1...{}}}",
-                        members.len()
-                    ),
-                );
-                return;
-            }
+    let names: Vec<&str> = members.iter().map(|g| g.name.as_str()).collect();
+    match super::lab::pool_expansion(&names) {
+        Ok(_) => {}
+        Err(super::lab::PoolNameError::Name { name, prefix }) => ctx.err(
+            &format!("guests.{name}"),
+            format!(
+                "guests in pool `{pool}` need names `<prefix><number>` with one prefix (like {prefix}1, {prefix}2, ...) so MinIO can address them as {prefix}{{1...{}}}",
+                members.len()
+            ),
+        ),
+        Err(super::lab::PoolNameError::NotConsecutive { prefix }) => {
+            let g = members.last().expect("pool has members");
+            ctx.err(
+                &format!("guests.{}", g.name),
+                format!("guests in pool `{pool}` must be numbered consecutively (MinIO expands {prefix}{{N...M}})"),
+            );
         }
-    }
-    nums.sort_unstable();
-    if nums.windows(2).any(|w| w[1] != w[0] + 1) {
-        let g = members.last().expect("pool has members");
-        ctx.err(
-            &format!("guests.{}", g.name),
-            format!("guests in pool `{pool}` must be numbered consecutively (MinIO expands {prefix}{{N...M}})"),
-        );
     }
 }
 

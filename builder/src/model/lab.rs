@@ -273,10 +273,10 @@ pub struct SparkWorker {
 pub struct SparkS3 {
     /// A guest with the object-store role; its API port is used.
     pub object_store: Hostname,
-    /// Defaults to the object store's root_user.
-    pub access_key: SecretRef,
-    /// Defaults to the object store's root_password.
-    pub secret_key: SecretRef,
+    /// `None`: the object store's root_user (see [`crate::resolve`]).
+    pub access_key: Option<SecretRef>,
+    /// `None`: the object store's root_password.
+    pub secret_key: Option<SecretRef>,
 }
 
 /// A port a guest listens on, with the field that asked for it.
@@ -409,4 +409,43 @@ impl Lab {
         v.dedup();
         v
     }
+}
+
+/// Why a pool's guest names do not form one MinIO host expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolNameError {
+    /// `name` is not `<prefix><number>` with the pool's prefix.
+    Name { name: String, prefix: String },
+    /// The numbers have gaps.
+    NotConsecutive { prefix: String },
+}
+
+/// MinIO names a distributed pool's servers with one expansion
+/// (`http://minio{1...4}`), so members need one prefix and consecutive
+/// numbers: returns `(prefix, first, last)`. The one place this rule lives
+/// (validation reports its errors, resolve uses its result).
+pub fn pool_expansion(names: &[&str]) -> Result<(String, u64, u64), PoolNameError> {
+    let split = |n: &str| {
+        let i = n.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+        let (p, d) = n.split_at(i);
+        (p.to_string(), d.parse::<u64>().ok())
+    };
+    let (prefix, _) = split(names.first().copied().unwrap_or(""));
+    let mut nums = Vec::new();
+    for n in names {
+        match split(n) {
+            (p, Some(x)) if p == prefix => nums.push(x),
+            _ => {
+                return Err(PoolNameError::Name {
+                    name: n.to_string(),
+                    prefix,
+                })
+            }
+        }
+    }
+    nums.sort_unstable();
+    if nums.is_empty() || nums.windows(2).any(|w| w[1] != w[0] + 1) {
+        return Err(PoolNameError::NotConsecutive { prefix });
+    }
+    Ok((prefix, nums[0], nums[nums.len() - 1]))
 }

@@ -69,17 +69,14 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         Some(f) => super::backup::parse(ctx, f).map(Some),
         None => Some(None),
     };
-    let (proxmox, mut guests) = (proxmox?, guests?);
-    place_guests(ctx, &proxmox, &mut guests);
+    let (proxmox, guests) = (proxmox?, guests?);
+    let guests = place_guests(ctx, &proxmox, guests);
     Some(Lab {
         path: path.to_path_buf(),
         proxmox,
         network: network?,
         ssh: ssh?,
-        guests: guests
-            .into_iter()
-            .map(|(g, _)| g)
-            .collect::<Option<Vec<_>>>()?,
+        guests: guests.into_iter().collect::<Option<Vec<_>>>()?,
         backup: backup?,
         spans: ctx.spans.clone(),
     })
@@ -370,7 +367,14 @@ fn ssh_key(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<SshKeyFile> {
 }
 
 /// Each guest, plus its explicit `node:` (None when omitted).
-type ParsedGuest = (Option<Guest>, Option<Hostname>);
+/// A guest as parsed, before it is placed on a node: its name, a constructor
+/// that takes the node, and the `node:` it asked for.
+type ParsedGuest = (Option<Unplaced>, Option<Hostname>);
+
+struct Unplaced {
+    name: Hostname,
+    on: Box<dyn FnOnce(Hostname) -> Guest>,
+}
 
 fn guests(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Vec<ParsedGuest>> {
     let marked_yaml::Node::Mapping(_) = f.node else {
@@ -451,18 +455,22 @@ fn guest(ctx: &mut Ctx, f: Field<'_>, name: Option<Hostname>, base: &Path) -> Pa
         Some(f) => roles(ctx, f, base),
         None => Some(Roles::default()),
     };
-    // The node is filled in by `place_guests` (or an error is reported there).
-    let placeholder = Hostname::placeholder();
+    // The node is chosen by `place_guests` (or an error is reported there).
     let g = (|| {
-        Some(Guest {
-            name: name?,
-            kind: kind?,
-            vmid: vmid?,
-            node: placeholder,
-            image: image?,
-            resources: resources?,
-            address: address?,
-            roles: roles?,
+        let (name, kind, vmid, image, resources, address, roles) =
+            (name?, kind?, vmid?, image?, resources?, address?, roles?);
+        Some(Unplaced {
+            name: name.clone(),
+            on: Box::new(move |node| Guest {
+                name,
+                kind,
+                vmid,
+                node,
+                image,
+                resources,
+                address,
+                roles,
+            }),
         })
     })();
     (g, node)
@@ -490,16 +498,19 @@ pub(super) fn secret(ctx: &mut Ctx, f: &Field<'_>, base: &Path) -> Option<Secret
     ctx.scalar(f, |s| SecretRef::parse(s, base))
 }
 
-/// Fills each guest's `node` (the only node when there is one) and reports
-/// missing or unknown placements; fills Spark S3 credential defaults.
-fn place_guests(ctx: &mut Ctx, proxmox: &Proxmox, guests: &mut [ParsedGuest]) {
+/// Places each guest on its `node` (the only node when there is one) and
+/// reports missing or unknown placements; a guest not placed is `None`.
+fn place_guests(ctx: &mut Ctx, proxmox: &Proxmox, guests: Vec<ParsedGuest>) -> Vec<Option<Guest>> {
     let names: Vec<&str> = proxmox.nodes.iter().map(|n| n.name.as_str()).collect();
-    let mut stores: Vec<(Hostname, SecretRef, SecretRef)> = Vec::new();
-    for (g, node) in guests.iter_mut() {
-        let Some(g) = g else { continue };
+    let mut out = Vec::new();
+    for (g, node) in guests {
+        let Some(g) = g else {
+            out.push(None);
+            continue;
+        };
         let path = format!("guests.{}.node", g.name);
-        match node.take() {
-            Some(n) if names.contains(&n.as_str()) => g.node = n,
+        let placed = match node {
+            Some(n) if names.contains(&n.as_str()) => Some(n),
             Some(n) => {
                 let mut msg = format!("`{n}` is not a node in proxmox.nodes");
                 match yaml::suggest(n.as_str(), &names) {
@@ -507,34 +518,20 @@ fn place_guests(ctx: &mut Ctx, proxmox: &Proxmox, guests: &mut [ParsedGuest]) {
                     None => msg.push_str(&format!(": expected one of {}", quoted(&names))),
                 }
                 ctx.err(&path, msg);
+                None
             }
-            None if names.len() == 1 => g.node = proxmox.nodes[0].name.clone(),
-            None => ctx.err(
-                &format!("guests.{}", g.name),
-                format!("several Proxmox nodes are defined: say which one runs this guest with `node:` (one of {})", quoted(&names)),
-            ),
-        }
-        if let Some(o) = &g.roles.object_store {
-            stores.push((g.name.clone(), o.root_user.clone(), o.root_password.clone()));
-        }
-    }
-    for (g, _) in guests.iter_mut() {
-        let Some(s3) = g
-            .as_mut()
-            .and_then(|g| g.roles.spark.as_mut())
-            .and_then(|s| s.s3.as_mut())
-        else {
-            continue;
+            None if names.len() == 1 => Some(proxmox.nodes[0].name.clone()),
+            None => {
+                ctx.err(
+                    &format!("guests.{}", g.name),
+                    format!("several Proxmox nodes are defined: say which one runs this guest with `node:` (one of {})", quoted(&names)),
+                );
+                None
+            }
         };
-        if let Some((_, user, pass)) = stores.iter().find(|(n, _, _)| *n == s3.object_store) {
-            if s3.access_key == SecretRef::Env(String::new()) {
-                s3.access_key = user.clone();
-            }
-            if s3.secret_key == SecretRef::Env(String::new()) {
-                s3.secret_key = pass.clone();
-            }
-        }
+        out.push(placed.map(g.on));
     }
+    out
 }
 
 pub(crate) fn quoted(names: &[&str]) -> String {
@@ -589,10 +586,16 @@ mod tests {
         let spark = devlab.roles.spark.as_ref().unwrap();
         assert_eq!(spark.master.as_ref().unwrap().ui_port.get(), 8080);
         assert_eq!(spark.worker.as_ref().unwrap().master.as_str(), "devlab");
-        // S3 credentials default to the object store's root user.
+        // S3 credentials default to the object store's root user (resolve fills them in).
         let s3 = spark.s3.as_ref().unwrap();
-        assert_eq!(s3.access_key, SecretRef::Env("MINIO_ROOT_USER".into()));
-        assert_eq!(s3.secret_key, SecretRef::Env("MINIO_ROOT_PASSWORD".into()));
+        assert_eq!(s3.access_key, None);
+        let topo = crate::resolve::resolve(&lab);
+        let link = topo.guest("devlab").unwrap().s3.as_ref().unwrap();
+        assert_eq!(link.access_key, SecretRef::Env("MINIO_ROOT_USER".into()));
+        assert_eq!(
+            link.secret_key,
+            SecretRef::Env("MINIO_ROOT_PASSWORD".into())
+        );
         assert_eq!(lab.spark_workers_of("devlab").len(), 1);
         let ports: Vec<u16> = devlab.open_ports().iter().map(|p| p.port.get()).collect();
         assert_eq!(ports, [22, 7077, 8080, 8081]);

@@ -220,11 +220,11 @@ fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
     Some(Spark {
         master,
         worker,
-        // Credentials default to the target's root user; filled in by `place_guests`'s caller.
+        // Absent credentials mean the target's root user (resolve::resolve).
         s3: s3.map(|r| SparkS3 {
             object_store: r.target,
-            access_key: r.access.unwrap_or(SecretRef::Env(String::new())),
-            secret_key: r.secret.unwrap_or(SecretRef::Env(String::new())),
+            access_key: r.access,
+            secret_key: r.secret,
         }),
     })
 }

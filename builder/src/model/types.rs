@@ -18,11 +18,6 @@ impl Hostname {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-
-    /// An empty stand-in while a model is being built; never survives a successful load.
-    pub(crate) fn placeholder() -> Self {
-        Hostname(String::new())
-    }
 }
 
 impl FromStr for Hostname {

@@ -469,6 +469,11 @@ mod tests {
             ports: vec![],
             web: vec![],
             roles: vec![],
+            peers: Default::default(),
+            object_store_volumes: None,
+            spark_master: None,
+            spark_master_url: None,
+            s3: None,
         }
     }
 
