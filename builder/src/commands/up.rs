@@ -145,8 +145,16 @@ fn bake(args: &Args, recipe: &Path, cache: &Path) -> Result<()> {
         .arg(&args.dist)
         .args(["--retries", &args.net.retries.to_string()])
         .args(["--jobs", &args.net.jobs.to_string()]);
-    if let Some(m) = &args.net.mirror {
-        c.arg("--mirror").arg(m);
+    // Through the environment, not argv: a mirror URL may carry credentials.
+    match &args.net.mirror {
+        Some(m) => c.env("IMGBUILD_MIRROR", m),
+        None => c.env_remove("IMGBUILD_MIRROR"),
+    };
+    if args.net.trust_mirror_checksums {
+        c.arg("--trust-mirror-checksums");
+    }
+    if let Some(ca) = &args.net.ca_file {
+        c.arg("--ca-file").arg(ca);
     }
     if let Some(a) = &args.agent {
         c.arg("--agent").arg(a);
