@@ -59,6 +59,8 @@ pub struct GuestSpec {
     pub spark_master_url: Option<String>,
     /// Spark's S3A connection.
     pub s3: Option<S3Link>,
+    /// The data volume (object-store data dir on its own volume), if any.
+    pub data: Option<DataSpec>,
 }
 
 /// MINIO_VOLUMES: local directories, or one distributed-mode expansion.
@@ -85,6 +87,16 @@ pub struct S3Link {
     /// The lab's own, or the object store's root user.
     pub access_key: SecretRef,
     pub secret_key: SecretRef,
+}
+
+/// A guest's data volume, resolved: storage (the node's images storage
+/// unless the lab names one), size and where it is mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSpec {
+    pub storage: String,
+    pub size_gib: u64,
+    /// The directory it is mounted at (the object store's data_dir).
+    pub mount: String,
 }
 
 impl Topology {
@@ -139,6 +151,16 @@ pub fn resolve(lab: &Lab) -> Topology {
                 spark_master: spark_master(lab, g),
                 spark_master_url: spark_master_url(lab, g),
                 s3: s3_link(lab, g),
+                data: g.roles.object_store.as_ref().and_then(|os| {
+                    os.data_volume.as_ref().map(|v| DataSpec {
+                        storage: v
+                            .storage
+                            .clone()
+                            .unwrap_or_else(|| node.storage.images.clone()),
+                        size_gib: v.size.gib(),
+                        mount: os.data_dir.clone(),
+                    })
+                }),
             }
         })
         .collect();

@@ -608,8 +608,8 @@ fn homelab_from_nothing_then_noop_then_changes_then_destroy() {
     );
     assert_eq!(num(&guest(&guests(&sd), 200)["config"]["cores"]), Some(3));
 
-    // destroy leaves nothing of the lab's.
-    let o = ok(lab.imgbuild(&["destroy", "--yes"]));
+    // destroy --purge-data leaves nothing of the lab's.
+    let o = ok(lab.imgbuild(&["destroy", "--yes", "--purge-data"]));
     no_secret_leaks(&o);
     assert!(guests(&sd).is_empty(), "{:?}", guests(&sd));
     let left: Vec<_> = volids(&sd)
@@ -675,7 +675,7 @@ fn repeated_deploys_converge_under_faults() {
         .collect();
     assert_eq!(vols.len(), 2, "{vols:?}");
     assert_eq!(sd.state()["uploads_in_progress"].as_u64().unwrap_or(0), 0);
-    ok(lab.imgbuild(&["destroy", "--yes"]));
+    ok(lab.imgbuild(&["destroy", "--yes", "--purge-data"]));
     assert!(guests(&sd).is_empty());
 }
 
@@ -1261,4 +1261,232 @@ fn preflight_backup_storage_and_privileges() {
         text(&o)
     );
     assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+}
+
+/// A new bake of both images (other bytes, other digests).
+fn rebake(lab: &Lab, n: u32) {
+    let dist = lab.dir.path().join("dist");
+    let q = dist.join("ubuntu-22.04-vm.qcow2");
+    std::fs::remove_file(&q).unwrap();
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&q)
+        .arg(format!("{}G", 3 + n))
+        .status()
+        .expect("qemu-img");
+    assert!(st.success());
+    let root = lab.dir.path().join("rootfs");
+    std::fs::write(root.join("etc/hostname"), format!("template-{n}\n")).unwrap();
+    let t = dist.join("ubuntu-22.04-lxc.tar.zst");
+    let st = Command::new("tar")
+        .args(["--zstd", "--numeric-owner", "-C"])
+        .arg(&root)
+        .arg("-cf")
+        .arg(&t)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    lab.manifest("ubuntu-22.04-vm", &q);
+    lab.manifest("ubuntu-22.04-lxc", &t);
+}
+
+/// The data volume (volid) in a guest's config, and its stand-in record.
+fn data_volume(sd: &Standin, vmid: u32, key: &str) -> (String, Value) {
+    let st = sd.state();
+    let cfg = &st["guests"][vmid.to_string()]["config"];
+    let volid = cfg[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{vmid} has no {key}: {cfg}"))
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let rec = st["volumes"]["pve"]["local-lvm"][&volid].clone();
+    assert!(rec.is_object(), "{volid} is not on local-lvm: {st}");
+    (volid, rec)
+}
+
+fn with_vm_object_store(t: String) -> String {
+    t.replace(
+        "    address: 192.168.1.100\n    roles:\n",
+        "    address: 192.168.1.100\n    roles:\n      object_store:\n        data_volume: {size: 8GiB}\n        root_user: env:MINIO_ROOT_USER\n        root_password: env:MINIO_ROOT_PASSWORD\n",
+    )
+}
+
+#[test]
+fn upgrades_keep_data_volumes_and_only_purge_data_deletes_them() {
+    let sd = Standin::start(&config(&["pve"]));
+    let lab = Lab::new(&sd, "homelab.yaml");
+    lab.write_lab("homelab.yaml", with_vm_object_store);
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains(
+            "+ minio (lxc 200 on pve): create\n      new data volume, 16 GiB on local-lvm"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("+ devlab (vm 100 on pve): create\n      new data volume, 8 GiB on local-lvm"),
+        "{err}"
+    );
+    ok(lab.deploy());
+    let st = sd.state();
+    let mp0 = st["guests"]["200"]["config"]["mp0"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        mp0.starts_with("local-lvm:vm-200-disk-1,")
+            && mp0.contains("mp=/var/lib/minio")
+            && mp0.contains("size=16G"),
+        "{mp0}"
+    );
+    let scsi1 = st["guests"]["100"]["config"]["scsi1"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        scsi1.contains("serial=imgbuild-data") && scsi1.contains("size=8G"),
+        "{scsi1}"
+    );
+    let (ct_vol, ct_rec) = data_volume(&sd, 200, "mp0");
+    let (vm_vol, vm_rec) = data_volume(&sd, 100, "scsi1");
+    ok(lab.imgbuild(&["snapshot", "--label", "daily"]));
+
+    // A new bake: both guests' systems are replaced, their data volumes kept.
+    rebake(&lab, 1);
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains("-/+ minio (lxc 200 on pve): upgrade (data kept): image "),
+        "{err}"
+    );
+    assert!(
+        err.contains("data volume kept: parked on holder 900000200 while the system is replaced"),
+        "{err}"
+    );
+    assert!(
+        err.contains("-/+ devlab (vm 100 on pve): upgrade (data kept): image "),
+        "{err}"
+    );
+    sd.reset_requests();
+    ok(lab.deploy());
+    let m = sd.mutating();
+    for want in [
+        "POST /api2/json/nodes/pve/lxc/200/move_volume",
+        "POST /api2/json/nodes/pve/lxc/900000200/move_volume",
+        "POST /api2/json/nodes/pve/qemu/100/move_disk",
+        "POST /api2/json/nodes/pve/qemu/900000100/move_disk",
+        "DELETE /api2/json/nodes/pve/lxc/900000200",
+        "DELETE /api2/json/nodes/pve/qemu/900000100",
+    ] {
+        assert!(m.iter().any(|r| r == want), "{want} missing from {m:?}");
+    }
+    // The same volumes (their records moved, not recreated), on the new guests.
+    let (ct_vol2, ct_rec2) = data_volume(&sd, 200, "mp0");
+    let (vm_vol2, vm_rec2) = data_volume(&sd, 100, "scsi1");
+    assert_eq!(
+        (ct_rec2["ctime"].clone(), ct_rec2["size"].clone()),
+        (ct_rec["ctime"].clone(), ct_rec["size"].clone())
+    );
+    assert_eq!(
+        (vm_rec2["ctime"].clone(), vm_rec2["size"].clone()),
+        (vm_rec["ctime"].clone(), vm_rec["size"].clone())
+    );
+    assert!(
+        ct_vol2.starts_with("local-lvm:vm-200-"),
+        "{ct_vol} -> {ct_vol2}"
+    );
+    assert!(
+        vm_vol2.starts_with("local-lvm:vm-100-"),
+        "{vm_vol} -> {vm_vol2}"
+    );
+    let g = guests(&sd);
+    assert_eq!(
+        g.len(),
+        2,
+        "holders are gone: {:?}",
+        g.keys().collect::<Vec<_>>()
+    );
+    assert!(g["200"]["config"]["mp0"]
+        .as_str()
+        .unwrap()
+        .contains("mp=/var/lib/minio"));
+    assert_eq!(g["200"]["status"], "running");
+    // Nothing else of the old guests is left on the storage.
+    let lvm: Vec<String> = sd.state()["volumes"]["pve"]["local-lvm"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        lvm.len(),
+        4,
+        "two system disks and two data volumes: {lvm:?}"
+    );
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+
+    // A snapshot that is not imgbuild's holds the data volume: the upgrade
+    // stops, naming it, and changes nothing.
+    api_call(
+        &sd,
+        "POST",
+        "/nodes/pve/lxc/200/snapshot",
+        &["snapname=by-hand"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    rebake(&lab, 2);
+    let o = lab.deploy();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("snapshots that are not imgbuild's (by-hand)"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(data_volume(&sd, 200, "mp0").0, ct_vol2);
+    api_call(&sd, "DELETE", "/nodes/pve/lxc/200/snapshot/by-hand", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    ok(lab.deploy());
+    assert_eq!(data_volume(&sd, 200, "mp0").1["ctime"], ct_rec["ctime"]);
+
+    // destroy keeps the data on the holders; the next deploy takes it back.
+    let o = ok(lab.imgbuild(&["destroy", "--yes", "--json"]));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["data_kept_on_holders"],
+        json!([900000100, 900000200]),
+        "{v}"
+    );
+    let g = guests(&sd);
+    assert_eq!(
+        g.keys().cloned().collect::<Vec<_>>(),
+        vec!["900000100".to_string(), "900000200".to_string()]
+    );
+    assert_eq!(
+        data_volume(&sd, 900000200, "mp0").1["ctime"],
+        ct_rec["ctime"]
+    );
+    let o = ok(lab.imgbuild(&["deploy", "--plan"]));
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        err.contains(
+            "+ minio (lxc 200 on pve): create\n      data volume reattached from holder 900000200"
+        ),
+        "{err}"
+    );
+    ok(lab.deploy());
+    assert_eq!(data_volume(&sd, 200, "mp0").1["ctime"], ct_rec["ctime"]);
+    assert_eq!(data_volume(&sd, 100, "scsi1").1["ctime"], vm_rec["ctime"]);
+    assert_eq!(guests(&sd).len(), 2);
+
+    // Only --purge-data deletes data volumes.
+    ok(lab.imgbuild(&["destroy", "--yes", "--purge-data"]));
+    assert!(guests(&sd).is_empty(), "{:?}", guests(&sd));
+    let lvm = sd.state()["volumes"]["pve"]["local-lvm"].clone();
+    assert_eq!(lvm, json!({}), "{lvm}");
 }

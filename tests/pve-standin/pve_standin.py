@@ -85,6 +85,8 @@ def build_routes():
         "POST /nodes/{node}/qemu": (lambda c, p, u, i, f: gu.h_qemu_create(c, p, u, i, f), "task"),
         "POST /nodes/{node}/lxc": (lambda c, p, u, i, f: gu.h_lxc_create(c, p, u, i, f), "task"),
         "POST /nodes/{node}/qemu/{vmid}/config": (lambda c, p, u, i, f: gu.h_config_post(c, p, u, i, f), "task"),
+        "POST /nodes/{node}/lxc/{vmid}/move_volume": (lambda c, p, u, i, f: gu.h_move_volume(c, p, u, f), "task"),
+        "POST /nodes/{node}/qemu/{vmid}/move_disk": (lambda c, p, u, i, f: gu.h_move_disk(c, p, u, f), "task"),
     }
     for kind in ("qemu", "lxc"):
         b = "/nodes/{node}/%s/{vmid}" % kind

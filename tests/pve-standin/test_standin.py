@@ -204,6 +204,9 @@ class StandInTest(unittest.TestCase):
         self.assertEqual(body, "wrong field name 'file' for file upload, expected 'filename'")
 
     def test_create_task_lifecycle(self):
+        # long enough to see the task running and the lock on a loaded machine
+        self.s.control("PUT", "config", {"task_ms": 1500})
+        self.addCleanup(self.s.control, "PUT", "config", {"task_ms": 150})
         upid = self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="152", cores="2", name="life",
                                                         scsi0="local-lvm:4", net0="virtio,bridge=vmbr0"))
         m = UPID_RE.fullmatch(upid)
@@ -371,6 +374,34 @@ class StandInTest(unittest.TestCase):
         self.s.ok("DELETE", "/cluster/backup/imgbuild-lab")
         self.assertEqual(self.s.ok("GET", "/cluster/backup"), [])
 
+    def test_reassign_disk_to_another_vm(self):
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="193", scsi1="local-lvm:2,serial=imgbuild-data")))
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="194")))
+        vol = self.s.ok("GET", "/nodes/pve/qemu/193/config")["scsi1"].split(",")[0]
+        # a snapshot refers to it: no reassigning, no freeing
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/193/snapshot", *enc(snapname="s1")))
+        st, body, _ = self.s.curl("POST", "/nodes/pve/qemu/193/move_disk", *enc(**{"disk": "scsi1", "target-vmid": "194"}))
+        self.assertEqual(st, 500, body)
+        self.assertIn("snapshot", body["message"])
+        self.s.wait(self.s.ok("DELETE", "/nodes/pve/qemu/193/snapshot/s1"))
+        st = self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/193/move_disk",
+                                   *enc(**{"disk": "scsi1", "target-vmid": "194", "target-disk": "scsi1"})))
+        self.assertEqual(st["exitstatus"], "OK")
+        self.assertNotIn("scsi1", self.s.ok("GET", "/nodes/pve/qemu/193/config"))
+        moved = self.s.ok("GET", "/nodes/pve/qemu/194/config")["scsi1"]
+        self.assertTrue(moved.startswith("local-lvm:vm-194-disk-0,"), moved)
+        self.assertIn("serial=imgbuild-data", moved)
+        vols = self.s.control("GET", "state")["volumes"]["pve"]["local-lvm"]
+        self.assertNotIn(vol, vols)
+        self.assertIn("local-lvm:vm-194-disk-0", vols)
+        # destroying the source leaves the moved volume alone
+        self.s.wait(self.s.ok("DELETE", "/nodes/pve/qemu/193?purge=1&destroy-unreferenced-disks=1"))
+        self.assertIn("local-lvm:vm-194-disk-0", self.s.control("GET", "state")["volumes"]["pve"]["local-lvm"])
+        # an unused entry is freed when deleted
+        self.s.ok("PUT", "/nodes/pve/qemu/194/config", *enc(delete="scsi1"))
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/194/config")["unused0"], "local-lvm:vm-194-disk-0")
+        self.s.ok("PUT", "/nodes/pve/qemu/194/config", *enc(delete="unused0"))
+        self.assertNotIn("local-lvm:vm-194-disk-0", self.s.control("GET", "state")["volumes"]["pve"]["local-lvm"])
 
     def test_fault_500_and_drop_before_do_nothing(self):
         self.s.control("PUT", "faults", {"rate": 1.0, "seed": 3, "kinds": ["500"]})

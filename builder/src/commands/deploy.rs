@@ -14,7 +14,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::model;
 use crate::resolve;
-use crate::target::proxmox::{self, api::Api, apply, backup, cluster::Cluster, plan, preflight};
+use crate::target::proxmox::{
+    self, api::Api, apply, backup, cluster::Cluster, plan, preflight, volumes,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -92,6 +94,7 @@ pub fn run(args: Args) -> Result<()> {
         let cluster = read_cluster(&api, &topo).await?;
         let mut problems = preflight::check(&cluster, &topo, &topo.name);
         problems.extend(backup::preflight(&cluster, &topo));
+        problems.extend(volumes::preflight(&cluster, &topo));
         let job = match backup::read(&api, &topo.name).await {
             Ok(j) => j,
             // Without Sys.Audit on / jobs cannot be read: fine when the lab
@@ -124,6 +127,10 @@ pub fn run(args: Args) -> Result<()> {
             plan.guests.iter_mut().for_each(|g| g.snapshot = None);
         }
         plan.backup = job_plan;
+        let data_state = volumes::read_state(&api, &topo, &cluster.guests)
+            .await
+            .context("reading where the data volumes are")?;
+        volumes::annotate(&mut plan, &topo, &data_state);
         if !args.json {
             eprintln!(
                 "Proxmox VE {} on {}; lab {}:\n",

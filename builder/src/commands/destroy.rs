@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use super::deploy::{confirm, read_cluster, runtime, spawn_interrupt_handler, ConnArgs};
 use crate::model::lab;
 use crate::resolve;
-use crate::target::proxmox::{self, api::Api, apply, backup};
+use crate::target::proxmox::{self, api::Api, apply, backup, volumes};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,6 +23,12 @@ pub struct Args {
     /// Destroy without asking.
     #[arg(long, short = 'y')]
     pub yes: bool,
+
+    /// Also delete the guests' data volumes (object-store data). Without it
+    /// they are kept on a stopped holder guest each, and the next deploy
+    /// attaches them again.
+    #[arg(long)]
+    pub purge_data: bool,
 
     /// Print what was removed as JSON on stdout.
     #[arg(long)]
@@ -50,7 +56,18 @@ pub fn run(args: Args) -> Result<()> {
             .ok()
             .flatten()
             .filter(|j| backup::is_ours(j, &topo.name));
-        if guests.is_empty() && cluster.volumes.is_empty() && job.is_none() {
+        let holders: Vec<_> = cluster
+            .guests
+            .iter()
+            .filter(|r| volumes::is_lab_holder(r, &topo.name))
+            .cloned()
+            .collect();
+        let parking = !args.purge_data;
+        if guests.is_empty()
+            && cluster.volumes.is_empty()
+            && job.is_none()
+            && (parking || holders.is_empty())
+        {
             eprintln!("nothing of lab {} is on {}", topo.name, ep.base);
             if args.json {
                 println!("{}", serde_json::json!({"guests": [], "volumes": []}));
@@ -72,6 +89,14 @@ pub fn run(args: Args) -> Result<()> {
         }
         if job.is_some() {
             eprintln!("  - backup job {}", backup::job_id(&topo.name));
+        }
+        if args.purge_data {
+            for h in &holders {
+                eprintln!("  - data holder {} {} (a parked data volume)", h.kind, h.vmid);
+            }
+            eprintln!("  - the guests' data volumes (--purge-data)");
+        } else if topo.guests.iter().any(|g| g.data.is_some()) {
+            eprintln!("  (data volumes are kept on holder guests; --purge-data deletes them too)");
         }
         if !args.yes {
             confirm("Destroy these guests (and their disks) and volumes?")?;
@@ -99,6 +124,13 @@ pub fn run(args: Args) -> Result<()> {
             async move {
                 let kind = g.kind().unwrap_or(crate::model::lab::GuestKind::Vm);
                 let name = g.name.clone().unwrap_or_else(|| g.vmid.to_string());
+                if parking {
+                    if let Some(spec) = ctx.topo.guests.iter().find(|s| s.vmid == g.vmid && s.data.is_some()) {
+                        volumes::park(ctx, spec, g)
+                            .await
+                            .map_err(|e| format!("{name}: keeping its data volume: {e:#}"))?;
+                    }
+                }
                 apply::delete_guest(ctx, &g.node, kind, g.vmid, &name)
                     .await
                     .map_err(|e| format!("{name}: {e:#}"))
@@ -110,6 +142,28 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         errors.extend(apply::cleanup(&ctx, &cluster.volumes).await);
+        let mut data_kept = Vec::new();
+        if args.purge_data {
+            for h in &holders {
+                if let Err(e) = volumes::destroy_holder(&ctx, h).await {
+                    errors.push(format!("data holder {}: {e:#}", h.vmid));
+                }
+            }
+        } else {
+            let now: Vec<crate::target::proxmox::state::Resource> = api
+                .get(
+                    "/cluster/resources",
+                    &crate::target::proxmox::params::Params::new().set("type", "vm"),
+                )
+                .await?;
+            for h in now.iter().filter(|r| volumes::is_lab_holder(r, &topo.name)) {
+                eprintln!(
+                    "kept: data volume on holder {} {} (imgbuild deploy attaches it again; destroy --purge-data deletes it)",
+                    h.kind, h.vmid
+                );
+                data_kept.push(h.vmid);
+            }
+        }
         let mut job_removed = false;
         if job.is_some() {
             match backup::remove(&api, &topo.name).await {
@@ -124,6 +178,7 @@ pub fn run(args: Args) -> Result<()> {
                     "guests": guests.iter().map(|g| g.vmid).collect::<Vec<_>>(),
                     "volumes": cluster.volumes.iter().map(|v| &v.volid).collect::<Vec<_>>(),
                     "backup_job_removed": job_removed,
+                    "data_kept_on_holders": data_kept,
                     "errors": errors,
                 }))?
             );

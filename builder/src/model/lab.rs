@@ -236,6 +236,8 @@ pub struct ObjectStore {
     pub root_user: SecretRef,
     /// MINIO_ROOT_PASSWORD, by reference.
     pub root_password: SecretRef,
+    /// The data directory's own volume (default on; `data_volume: none` = off).
+    pub data_volume: Option<super::volume::DataVolume>,
 }
 
 /// The Spark role (standalone cluster): a master, a worker, or both.

@@ -14,6 +14,7 @@ mod lab_parse;
 pub mod recipe;
 mod roles_parse;
 pub mod types;
+pub mod volume;
 pub mod yaml;
 
 use std::path::Path;

@@ -57,6 +57,7 @@ fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore>
             "buckets",
             "root_user",
             "root_password",
+            "data_volume",
         ],
     )?;
     let flavor = match m.opt("flavor") {
@@ -112,6 +113,7 @@ fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore>
             "a secret reference, e.g. `env:MINIO_ROOT_PASSWORD`",
         )
         .and_then(|f| secret(ctx, &f, base));
+    let data_volume = super::volume::parse(ctx, m.opt("data_volume"));
     if !pool_ok {
         return None;
     }
@@ -126,6 +128,7 @@ fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<ObjectStore>
         buckets: buckets?,
         root_user: root_user?,
         root_password: root_password?,
+        data_volume: data_volume?,
     })
 }
 

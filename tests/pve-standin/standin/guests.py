@@ -518,7 +518,8 @@ def h_lxc_create(c, p, user, info, fault):
         try:
             if c.volume(ostemplate, node) is None:
                 raise TaskError("volume '%s' does not exist\n" % ostemplate)
-            for k, mp in sorted(mps.items()):
+            # mountpoint_names: rootfs first, then mp0, mp1, ... (so rootfs is disk-0)
+            for k, mp in sorted(mps.items(), key=lambda kv: -1 if kv[0] == "rootfs" else int(kv[0][2:])):
                 m = re.fullmatch(r"([^:]+):(\d+(\.\d+)?)", mp["volume"])
                 if m:
                     size = int(float(m.group(2)) * (1 << 30))
@@ -704,6 +705,23 @@ def _apply_config(c, g, p, user, info, task=None):
     deletes = schema.split_list(p.get("delete") or "")
     for k in deletes:
         if k in ("lock",):
+            continue
+        if re.fullmatch(r"unused\d+", k) and conf.get(k):
+            # try_deallocate_drive / delete_mountpoint_volume: an owned volume is
+            # freed unless a snapshot still refers to it
+            volid = parse_simple(conf[k], "file" if kind == "qemu" else "volume")["file" if kind == "qemu" else "volume"]
+            if re.search(r"(?:^|[:/])(?:vm|subvol)-%d-" % g.vmid, volid):
+                if _in_snapshots(g, volid):
+                    raise die("unable to delete '%s' - volume is still in use (snapshot?)\n" % volid)
+                c.free_volume(volid, g.node)
+            conf.pop(k, None)
+            continue
+        if CT_MP_RE.fullmatch(k) and kind == "lxc" and k != "rootfs" and conf.get(k):
+            n = 0
+            while "unused%d" % n in conf:
+                n += 1
+            conf["unused%d" % n] = parse_simple(conf[k], "volume")["volume"]
+            conf.pop(k, None)
             continue
         if DRIVE_RE.fullmatch(k) and kind == "qemu":
             d = parse_simple(conf.get(k, ""), "file")
@@ -912,3 +930,100 @@ def h_snapshot_rollback(c, p, user, kind, fault):
             task.log.append("VM %d stopped for rollback" % g.vmid)
     return c.start_task(g.node, "qmrollback" if kind == "qemu" else "vzrollback", str(g.vmid), user,
                         work, fail=fault, busy_key=g.vmid)
+
+
+# ---------------------------------------------------------------- reassign volumes
+
+def _in_snapshots(g, volid):
+    """is_volume_in_use_by_snapshots: a snapshot's config refers to the volume."""
+    for s in g.snapshots.values():
+        for k, v in s["config"].items():
+            if (DRIVE_RE.fullmatch(k) or CT_MP_RE.fullmatch(k) or re.fullmatch(r"unused\d+", k)) and \
+                    isinstance(v, str) and v.split(",")[0] == volid:
+                return True
+    return False
+
+
+def _rename_to_owner(c, volid, node, target_vmid):
+    """PVE::Storage::rename_volume: the volume gets the next free
+    vm-<target>-disk-N name on the same storage (its data stays)."""
+    storeid, volname, _ = c.parse_volname(volid)
+    vols = c.vols(storeid, node)
+    vol = vols.pop(volname)
+    m = re.fullmatch(r"(?:(\d+)/)?(vm|subvol)-(\d+)-disk-\d+(\.\w+)?", volname)
+    prefix, ext = (m.group(2), m.group(4) or "") if m else ("vm", "")
+    n = 0
+    while True:
+        base = "%s-%d-disk-%d" % (prefix, target_vmid, n)
+        if not any(re.fullmatch(r"(?:\d+/)?%s(?:\.\w+)?" % base, v) for v in vols):
+            break
+        n += 1
+    scfg = c.storage_cfg(storeid)
+    new = ("%d/%s%s" % (target_vmid, base, ext)) if scfg["type"] == "dir" else base
+    vol["vmid"] = target_vmid
+    vols[new] = vol
+    return "%s:%s" % (storeid, new)
+
+
+def _reassign(c, p, user, kind, fault, key_param, target_key_param):
+    """lxc move_volume / qemu move_disk with target-vmid: the volume moves to
+    another guest on the same node under its new owner's name. Moving to
+    another storage is not modelled."""
+    g = _guest(c, p, kind)
+    src_key = p[key_param]
+    if not p.get("target-vmid"):
+        raise die("the stand-in implements only reassigning to another guest (target-vmid)\n")
+    tvmid = int(p["target-vmid"])
+    if tvmid == g.vmid:
+        raise die("Cannot move volume to the same guest\n")
+    t = c.guests.get(tvmid)
+    if not t or t.kind != kind or t.node != g.node:
+        what = "qemu-server" if kind == "qemu" else "lxc"
+        raise die("Configuration file 'nodes/%s/%s/%d.conf' does not exist\n" % (g.node, what, tvmid))
+    c.check(user, "/vms/%d" % tvmid, ["VM.Config.Disk"])
+    _check_lock(g, p)
+    _check_lock(t, p)
+    tkey = p.get(target_key_param) or src_key
+    if p.get("digest") and p["digest"] != _digest(g.config):
+        raise die("VM %d: detected modified configuration - file changed by other user? Try again.\n" % g.vmid)
+    if p.get("target-digest") and p["target-digest"] != _digest(t.config):
+        raise die("VM %d: detected modified configuration - file changed by other user? Try again.\n" % tvmid)
+    if src_key not in g.config:
+        raise die("volume '%s' for %s '%d' does not exist\n" % (src_key, "container" if kind == "lxc" else "VM", g.vmid))
+    if tkey in t.config:
+        raise die("Target volume key '%s' is already in use for %s '%d'\n" %
+                  (tkey, "container" if kind == "lxc" else "VM", tvmid))
+    if src_key == "rootfs" or tkey == "rootfs":
+        raise die("Cannot move rootfs to another container\n")
+    dk = "volume" if kind == "lxc" else "file"
+    d = parse_simple(g.config[src_key], dk)
+    volid = d[dk]
+    if _in_snapshots(g, volid):
+        raise die("Cannot move volume used by a snapshot to another container\n" if kind == "lxc"
+                  else "Can't move disk used by a snapshot to another VM\n")
+    if g.status == "running" and not re.fullmatch(r"unused\d+", src_key):
+        raise die("Cannot move in-use volume while the source CT is running - detach or shutdown first\n"
+                  if kind == "lxc" else "Can't move disk of running VM to another VM - detach first\n")
+    if t.status == "running" and kind == "lxc":
+        raise die("Cannot move volume to a running container\n")
+
+    def work(task):
+        if src_key not in g.config or tkey in t.config:
+            raise TaskError("configuration changed while the task waited\n")
+        new = _rename_to_owner(c, volid, g.node, tvmid)
+        task.log.append("rename volume '%s' to '%s'" % (volid, new))
+        val = g.config.pop(src_key)
+        if re.fullmatch(r"unused\d+", tkey):
+            t.config[tkey] = new
+        else:
+            t.config[tkey] = ",".join([new] + val.split(",")[1:]) if "," in val else new
+    ttype = "move_volume" if kind == "lxc" else "qmmove"
+    return c.start_task(g.node, ttype, str(g.vmid), user, work, fail=fault, busy_key=g.vmid)
+
+
+def h_move_volume(c, p, user, fault):
+    return _reassign(c, p, user, "lxc", fault, "volume", "target-volume")
+
+
+def h_move_disk(c, p, user, fault):
+    return _reassign(c, p, user, "qemu", fault, "disk", "target-disk")

@@ -25,7 +25,7 @@ use crate::resolve::Topology;
 
 /// Long task timeouts: an import of a large image can take a while on slow storage.
 const CREATE_TIMEOUT: Duration = Duration::from_secs(1800);
-const TASK_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const TASK_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Options of one apply run.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    fn check_stop(&self) -> Result<()> {
+    pub(super) fn check_stop(&self) -> Result<()> {
         if self.stop.load(Ordering::SeqCst) {
             bail!(
                 "interrupted (Ctrl-C): stopped before the next step; run deploy again to continue"
@@ -98,7 +98,7 @@ impl<'a> Ctx<'a> {
     }
 }
 
-fn say(guest: &str, msg: impl AsRef<str>) {
+pub(super) fn say(guest: &str, msg: impl AsRef<str>) {
     eprintln!("{guest}: {}", msg.as_ref());
 }
 
@@ -241,6 +241,10 @@ async fn guest_pipeline(
                 }
                 // Not purged: the same vmid comes back, so it stays in the
                 // backup job (and any HA/replication entry).
+                if d.spec.data.is_some() {
+                    // The data volume outlives the old system (see volumes.rs).
+                    super::volumes::park(ctx, &d.spec, &r).await?;
+                }
                 delete_guest_keep_refs(ctx, &r.node, r.kind().unwrap_or(d.spec.kind), r.vmid, name)
                     .await?;
             }
@@ -284,7 +288,7 @@ async fn wait_ready(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
 }
 
 /// The guest with `vmid` as the cluster reports it now.
-async fn current(ctx: &Ctx<'_>, vmid: u32) -> Result<Option<Resource>> {
+pub(super) async fn current(ctx: &Ctx<'_>, vmid: u32) -> Result<Option<Resource>> {
     let all: Vec<Resource> = ctx
         .api
         .get("/cluster/resources", &Params::new().set("type", "vm"))
@@ -309,6 +313,8 @@ async fn create(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
     };
     let _ = media_storage;
     ctx.check_stop()?;
+    // A parked data volume comes back instead of a new one.
+    let with_data = s.data.is_some() && !super::volumes::parked(ctx, s).await?;
     // Never create over someone: the vmid must still be free right now.
     if let Some(r) = current(ctx, s.vmid).await? {
         if r.is_ours(&ctx.topo.name)
@@ -332,11 +338,11 @@ async fn create(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
         let (path, params) = match s.kind {
             GuestKind::Vm => (
                 format!("/nodes/{}/qemu", s.node),
-                vm_params(ctx, d, &media_vol.0, &media_vol.1),
+                vm_params(ctx, d, &media_vol.0, &media_vol.1, with_data),
             ),
             GuestKind::Lxc => (
                 format!("/nodes/{}/lxc", s.node),
-                lxc_params(ctx, d, &media_vol.1)?,
+                lxc_params(ctx, d, &media_vol.1, with_data)?,
             ),
         };
         let data = ctx.api.post(&path, &params).await?;
@@ -345,13 +351,22 @@ async fn create(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
     ctx.check_stop()?;
     grow_disk(ctx, d).await?;
     ctx.check_stop()?;
+    if s.data.is_some() {
+        super::volumes::unpark(ctx, s).await?;
+    }
     start(ctx, d).await?;
     Ok(())
 }
 
-fn vm_params(ctx: &Ctx<'_>, d: &Desired, import_vol: &str, iso_vol: &str) -> Params {
+fn vm_params(
+    ctx: &Ctx<'_>,
+    d: &Desired,
+    import_vol: &str,
+    iso_vol: &str,
+    with_data: bool,
+) -> Params {
     let s = &d.spec;
-    Params::new()
+    let mut p = Params::new()
         .set("vmid", s.vmid)
         .set("name", &s.name)
         .set("ostype", "l26")
@@ -385,10 +400,14 @@ fn vm_params(ctx: &Ctx<'_>, d: &Desired, import_vol: &str, iso_vol: &str) -> Par
         .set(
             "description",
             state::description(&ctx.topo.name, &s.name, &d.seed_hash, &d.image_sha),
-        )
+        );
+    if let (true, Some(data)) = (with_data, &s.data) {
+        p.push("scsi1", super::volumes::create_value(s.kind, data));
+    }
+    p
 }
 
-fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str) -> Result<Params> {
+fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str, with_data: bool) -> Result<Params> {
     let s = &d.spec;
     let keys = ctx.lab.ssh.public_keys().join("\n");
     let mut p = Params::new()
@@ -431,6 +450,9 @@ fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str) -> Result<Params> 
     }
     if !keys.is_empty() {
         p.push("ssh-public-keys", keys);
+    }
+    if let (true, Some(data)) = (with_data, &s.data) {
+        p.push("mp0", super::volumes::create_value(s.kind, data));
     }
     Ok(p)
 }
@@ -514,6 +536,12 @@ async fn update(ctx: &Ctx<'_>, d: &Desired, changes: &[Change]) -> Result<()> {
     }
     if changes.iter().any(|c| matches!(c, Change::DiskGrow { .. })) {
         grow_disk(ctx, d).await?;
+    }
+    if changes
+        .iter()
+        .any(|c| matches!(c, Change::AttachData { .. }))
+    {
+        super::volumes::unpark(ctx, s).await?;
     }
     let r = current(ctx, s.vmid).await?.context("the guest vanished")?;
     if r.running() && s.kind == GuestKind::Vm && !cfg.is_empty() {
@@ -666,7 +694,7 @@ fn volid(storage: &str, content: &str, name: &str) -> String {
     format!("{storage}:{content}/{name}")
 }
 
-async fn upload_once(
+pub(super) async fn upload_once(
     ctx: &Ctx<'_>,
     node: &str,
     storage: &str,

@@ -10,6 +10,7 @@
 //! - [`plan`]: desired vs actual -> create / update / replace / finish / delete
 //! - [`apply`]: the changes, guests in parallel, each step repeatable
 //! - [`backup`]: the lab's scheduled backup job (`/cluster/backup`)
+//! - [`volumes`]: data volumes kept across upgrades (parked on a holder guest)
 //! - [`snapshot`]: imgbuild's snapshots (pre-change, scheduled), pruning, rollback
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod task;
 pub mod tls;
 mod upload;
+pub mod volumes;
 
 use std::net::{SocketAddr, SocketAddrV4};
 

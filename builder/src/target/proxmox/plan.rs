@@ -107,6 +107,10 @@ pub enum Change {
     /// The container exists but its personalized template (which holds its
     /// secrets) is still on the storage.
     RemoveTemplate,
+    /// Its data volume is parked on its holder: move it back.
+    AttachData {
+        holder: u32,
+    },
 }
 
 impl std::fmt::Display for Change {
@@ -120,6 +124,9 @@ impl std::fmt::Display for Change {
                 write!(f, "disk {from_gib} GiB -> {to_gib} GiB")
             }
             Change::Start => write!(f, "start (it is stopped)"),
+            Change::AttachData { holder } => {
+                write!(f, "attach its data volume parked on holder {holder}")
+            }
             Change::RemoveTemplate => write!(f, "remove its seeded template (it holds secrets)"),
         }
     }
@@ -166,6 +173,9 @@ pub struct GuestPlan {
     /// `imgbuild-<label>-<UTC time>`, see [`super::snapshot`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
+    /// What happens to its data volume (set by [`super::volumes::annotate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<super::volumes::DataStep>,
 }
 
 /// Volumes of this lab on a storage, for seed-media leftovers and old images.
@@ -327,7 +337,14 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                         changes.push(Change::RemoveTemplate);
                     }
                     if !changes.is_empty() {
-                        if changes.iter().any(|c| *c != Change::Start) {
+                        if changes.iter().any(|c| {
+                            matches!(
+                                c,
+                                Change::Cores { .. }
+                                    | Change::Memory { .. }
+                                    | Change::DiskGrow { .. }
+                            )
+                        }) {
                             snapshot = Some(PRE_UPDATE.to_string());
                         }
                         Action::Update { changes }
@@ -347,6 +364,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
             action,
             notes,
             snapshot,
+            data: None,
         });
     }
     for r in actual {
@@ -359,6 +377,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                 action: Action::Delete,
                 notes: vec!["no longer in the lab file".into()],
                 snapshot: None,
+                data: None,
             });
         }
     }
@@ -394,6 +413,14 @@ impl Plan {
                             .join(", ")
                     ),
                 ),
+                Action::Replace { reasons }
+                    if matches!(g.data, Some(super::volumes::DataStep::Kept { .. })) =>
+                {
+                    (
+                        "-/+",
+                        format!("upgrade (data kept): {}", reasons.join("; ")),
+                    )
+                }
                 Action::Replace { reasons } => ("-/+", format!("replace: {}", reasons.join("; "))),
                 Action::Finish => (
                     ">",
@@ -413,6 +440,9 @@ impl Plan {
                     "      snapshot first: imgbuild-{label}-<UTC time> (rollback: imgbuild rollback {})",
                     g.guest
                 );
+            }
+            if let Some(d) = &g.data {
+                let _ = writeln!(out, "      {d}");
             }
             for n in &g.notes {
                 let _ = writeln!(out, "      note: {n}");
@@ -474,6 +504,7 @@ mod tests {
             spark_master: None,
             spark_master_url: None,
             s3: None,
+            data: None,
         }
     }
 

@@ -135,8 +135,12 @@ pub fn check(c: &Cluster, topo: &Topology, lab_tag_name: &str) -> Vec<String> {
     }
     // Privileges.
     let mut missing: Vec<String> = Vec::new();
-    for g in &topo.guests {
-        let path = format!("/vms/{}", g.vmid);
+    // Each guest's vmid, and the holder that keeps its data volume across upgrades.
+    let vmids = topo.guests.iter().flat_map(|g| {
+        std::iter::once(g.vmid).chain(g.data.as_ref().map(|_| super::volumes::holder_vmid(g.vmid)))
+    });
+    for vmid in vmids {
+        let path = format!("/vms/{vmid}");
         let lack: Vec<&str> = VM_PRIVS
             .iter()
             .copied()
