@@ -608,6 +608,32 @@ fn homelab_from_nothing_then_noop_then_changes_then_destroy() {
     );
     assert_eq!(num(&guest(&guests(&sd), 200)["config"]["cores"]), Some(3));
 
+    // A VM's memory change: updated, then shut down and started so QEMU takes it.
+    lab.write_lab("homelab.yaml", |t| {
+        t.replace("memory: 6GiB", "memory: 5GiB")
+            .replacen("cores: 2", "cores: 3", 1)
+            .replace("memory: 8GiB", "memory: 10GiB")
+    });
+    sd.reset_requests();
+    ok(lab.deploy());
+    let m: Vec<String> = sd
+        .mutating()
+        .into_iter()
+        .filter(|r| !r.ends_with("/snapshot"))
+        .collect();
+    assert_eq!(
+        m,
+        vec![
+            "PUT /api2/json/nodes/pve/qemu/100/config".to_string(),
+            "POST /api2/json/nodes/pve/qemu/100/status/shutdown".to_string(),
+            "POST /api2/json/nodes/pve/qemu/100/status/start".to_string(),
+        ],
+        "{m:?}"
+    );
+    let vm = guest(&guests(&sd), 100).clone();
+    assert_eq!(num(&vm["config"]["memory"]), Some(10240), "{vm}");
+    assert_eq!(vm["status"], "running");
+
     // destroy --purge-data leaves nothing of the lab's.
     let o = ok(lab.imgbuild(&["destroy", "--yes", "--purge-data"]));
     no_secret_leaks(&o);

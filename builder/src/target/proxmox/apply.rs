@@ -545,11 +545,18 @@ async fn update(ctx: &Ctx<'_>, d: &Desired, changes: &[Change]) -> Result<()> {
     }
     let r = current(ctx, s.vmid).await?.context("the guest vanished")?;
     if r.running() && s.kind == GuestKind::Vm && !cfg.is_empty() {
-        // QEMU takes new cores/memory at the next boot.
-        say(&s.name, "rebooting to apply cores/memory");
+        // QEMU takes new cores/memory at its next start: a clean shutdown
+        // (forced after 3 minutes), then the start below.
+        say(
+            &s.name,
+            "shutting down to apply cores/memory (it starts again next)",
+        );
         let data = ctx
             .api
-            .post(&format!("{base}/status/reboot"), &Params::new())
+            .post(
+                &format!("{base}/status/shutdown"),
+                &Params::new().set("timeout", 180).flag("forceStop", true),
+            )
             .await?;
         task::run(&ctx.api, data, TASK_TIMEOUT).await?;
     }
