@@ -14,6 +14,7 @@ pub mod roles;
 pub mod sigv4;
 pub mod status;
 pub mod systemd;
+pub mod volumes;
 
 pub use imgbuild_seed as seed;
 pub use imgbuild_seed::status::STATUS_PATH;

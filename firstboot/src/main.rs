@@ -261,6 +261,12 @@ fn run(args: &Args) -> ExitCode {
         return prepare(args, &seed, &src);
     }
     watchdog();
+    // A VM's object-store data disk: formatted if blank, mounted at the data dir.
+    if let Err(e) = firstboot::volumes::prepare_for_seed(&args.root, &seed) {
+        record_failure(&args.root, "data-volume", Some(src), &e);
+        eprintln!("error: step `data-volume` failed: {e:#}");
+        return ExitCode::from(1);
+    }
     let mut sd = match systemd::DbusSystemd::connect() {
         Ok(s) => s,
         Err(e) => {

@@ -114,7 +114,10 @@ pub fn prepare(root: &Path, dev: Option<&Path>, dir: &str, mount_now: bool) -> R
             .status()
             .context("running mount")?;
         if !st.success() {
-            bail!("mounting the data volume at {} failed ({st})", target.display());
+            bail!(
+                "mounting the data volume at {} failed ({st})",
+                target.display()
+            );
         }
     }
     Ok(true)
@@ -135,7 +138,12 @@ pub fn prepare_for_seed(root: &Path, seed: &crate::Seed) -> Result<()> {
         return Ok(());
     };
     let disk = find_disk(&root.join("dev/disk/by-id"));
-    prepare(root, disk.as_deref(), os.data_dir.as_str(), root == Path::new("/"))?;
+    prepare(
+        root,
+        disk.as_deref(),
+        os.data_dir.as_str(),
+        root == Path::new("/"),
+    )?;
     Ok(())
 }
 
@@ -145,7 +153,10 @@ mod tests {
 
     #[test]
     fn fstab_line_is_added_once() {
-        let a = with_fstab_line("# static\nLABEL=cloudimg-rootfs / ext4 defaults 0 1\n", "/var/lib/minio");
+        let a = with_fstab_line(
+            "# static\nLABEL=cloudimg-rootfs / ext4 defaults 0 1\n",
+            "/var/lib/minio",
+        );
         assert!(a.ends_with(&format!("{}\n", fstab_line("/var/lib/minio"))));
         assert_eq!(with_fstab_line(&a, "/var/lib/minio"), a);
         let b = with_fstab_line(&a, "/srv/data");
@@ -200,7 +211,11 @@ mod tests {
         };
         let before = uuid(&dev);
         assert!(prepare(&root, Some(&dev), "/var/lib/minio", false).unwrap());
-        assert_eq!(uuid(&dev), before, "a volume with a file system was formatted again");
+        assert_eq!(
+            uuid(&dev),
+            before,
+            "a volume with a file system was formatted again"
+        );
         let fstab = std::fs::read_to_string(root.join("etc/fstab")).unwrap();
         assert_eq!(fstab, format!("{}\n", fstab_line("/var/lib/minio")));
         assert!(root.join("var/lib/minio").is_dir());
