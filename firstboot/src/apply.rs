@@ -88,21 +88,39 @@ pub struct Outcome {
     pub restarted: Vec<String>,
     /// Whether systemd was reloaded.
     pub reloaded: bool,
+    /// Units of roles the seed no longer has: stopped, disabled, unit file removed.
+    pub removed: Vec<String>,
+}
+
+/// The units of every role the agent knows, so a role a new seed drops is
+/// found by its unit file (written by the agent, so starting with its header).
+pub const ROLE_UNITS: &[&str] = &[
+    "minio.service",
+    "spark-master.service",
+    "spark-worker.service",
+];
+
+/// Role units an earlier seed installed that this plan no longer has.
+pub fn removed_units(root: &Path, plan: &Plan) -> Vec<String> {
+    ROLE_UNITS
+        .iter()
+        .filter(|u| !plan.units.iter().any(|p| p.name == **u))
+        .filter(|u| {
+            std::fs::read_to_string(under(root, &format!("/etc/systemd/system/{u}")))
+                .is_ok_and(|t| t.starts_with(crate::roles::HEADER))
+        })
+        .map(|u| u.to_string())
+        .collect()
 }
 
 /// Step names for a plan, in order (status.json lists them all up front).
-pub fn step_names(plan: &Plan) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "accounts",
-        "files",
-        "ssh-host-keys",
-        "hostname",
-        "daemon-reload",
-        "enable",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+pub fn step_names(plan: &Plan, removed: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = ["accounts", "files", "ssh-host-keys", "hostname"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(removed.iter().map(|u| format!("remove:{u}")));
+    v.extend(["daemon-reload".to_string(), "enable".to_string()]);
     v.extend(plan.units.iter().map(|u| format!("start:{}", u.name)));
     v.extend(plan.checks.iter().map(|c| c.name()));
     v.push("marker".into());
@@ -133,11 +151,12 @@ pub fn apply_on(
     let id = seed.instance_id();
     let hosts = std::fs::read_to_string(under(root, "/etc/hosts")).unwrap_or_default();
     let plan = plan::build(seed, &hosts);
+    let removed = removed_units(root, &plan);
     let mut rec = Recorder::new(
         root,
         Some(id.clone()),
         Some(source.to_string()),
-        &step_names(&plan),
+        &step_names(&plan, &removed),
     )
     .map_err(|e| StepFailed {
         step: "status".into(),
@@ -162,7 +181,7 @@ pub fn apply_on(
                 "--root {}: files only, the host is left alone; the guest does this when it boots",
                 root.display()
             );
-            let skipped: Vec<String> = step_names(&plan)
+            let skipped: Vec<String> = step_names(&plan, &removed)
                 .into_iter()
                 .filter(|n| n != "accounts" && n != "files")
                 .collect();
@@ -219,6 +238,21 @@ pub fn apply_on(
         }
         Ok(())
     })?;
+    // A role the seed no longer has: stop and disable its units and remove
+    // their unit files; its data and accounts stay.
+    for u in &removed {
+        rec.step(&format!("remove:{u}"), || {
+            owed.insert(OWED_RELOAD.into());
+            save_owed(root, &owed)?;
+            systemd.stop(u, Duration::from_secs(90).min(left()?))?;
+            systemd.disable(&[u.as_str()])?;
+            let file = under(root, &format!("/etc/systemd/system/{u}"));
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
+            tracing::info!(unit = %u, "removed: the seed no longer has its role (data kept)");
+            out.removed.push(u.clone());
+            Ok(())
+        })?;
+    }
     rec.step("daemon-reload", || {
         if owed.contains(OWED_RELOAD) {
             left()?;

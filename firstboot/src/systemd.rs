@@ -23,6 +23,10 @@ pub trait Systemd {
     fn start(&mut self, unit: &str, restart: bool, timeout: Duration) -> Result<()>;
     /// Sets the static and the running host name through hostnamed.
     fn set_hostname(&mut self, name: &str) -> Result<()>;
+    /// `systemctl stop` and waits up to `timeout` for the job.
+    fn stop(&mut self, unit: &str, timeout: Duration) -> Result<()>;
+    /// `systemctl disable` (persistent).
+    fn disable(&mut self, units: &[&str]) -> Result<()>;
 }
 
 /// The longest a single D-Bus method call may take (a daemon-reload of a
@@ -130,6 +134,22 @@ impl Systemd for DbusSystemd {
         self.wait_job(&job, unit, timeout)
     }
 
+    fn stop(&mut self, unit: &str, timeout: Duration) -> Result<()> {
+        let job: OwnedObjectPath = self
+            .manager
+            .call("StopUnit", &(unit, "replace"))
+            .with_context(|| format!("calling systemd Manager.StopUnit for {unit}"))?;
+        self.wait_job(&job, unit, timeout)
+    }
+
+    fn disable(&mut self, units: &[&str]) -> Result<()> {
+        let _: Vec<(String, String, String)> = self
+            .manager
+            .call("DisableUnitFiles", &(units, false))
+            .with_context(|| format!("disabling {}", units.join(", ")))?;
+        Ok(())
+    }
+
     fn set_hostname(&mut self, name: &str) -> Result<()> {
         let hostnamed = Proxy::new(
             &self.conn,
@@ -185,6 +205,17 @@ impl Systemd for MemSystemd {
     }
     fn set_hostname(&mut self, name: &str) -> Result<()> {
         self.calls.push(format!("hostname {name}"));
+        Ok(())
+    }
+    fn stop(&mut self, unit: &str, _timeout: Duration) -> Result<()> {
+        self.calls.push(format!("stop {unit}"));
+        Ok(())
+    }
+    fn disable(&mut self, units: &[&str]) -> Result<()> {
+        self.calls.push(format!("disable {}", units.join(",")));
+        units.iter().for_each(|u| {
+            self.enabled.remove(*u);
+        });
         Ok(())
     }
 }

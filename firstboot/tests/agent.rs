@@ -381,3 +381,75 @@ fn sigterm_is_recorded_as_interrupted() {
         .unwrap();
     assert_eq!(acc["state"], "failed");
 }
+
+/// Issue 9 item 8: every unit the agent writes, for every role and shape,
+/// rated by systemd's own scorer.
+#[test]
+fn every_service_unit_scores_at_most_4_under_systemd_analyze_security() {
+    let worker_only = fixture("devlab.yaml")
+        .replace("    master: { host: devlab }\n", "")
+        .replace(
+            "  devlab: 192.168.1.100\n",
+            "  devlab: 192.168.1.100\n  master: 192.168.1.1\n",
+        );
+    let distributed = fixture("minio.yaml").replace(
+        "flavor: minio",
+        "flavor: minio\n    volumes: http://minio{1...4}/data{1...2}",
+    );
+    let mut seen = Vec::new();
+    for text in [
+        fixture("minio.yaml"),
+        fixture("devlab.yaml"),
+        worker_only,
+        distributed,
+    ] {
+        let seed = firstboot::Seed::from_yaml(&text).unwrap();
+        let plan = firstboot::plan::build(&seed, "");
+        for f in plan
+            .files
+            .iter()
+            .filter(|f| firstboot::plan::Plan::is_unit_file(&f.path))
+        {
+            let d = tempfile::tempdir().unwrap();
+            let unit = d.path().join(f.path.trim_start_matches('/'));
+            std::fs::create_dir_all(unit.parent().unwrap()).unwrap();
+            std::fs::write(&unit, &f.content).unwrap();
+            let o = Command::new("systemd-analyze")
+                .args(["security", "--offline=true"])
+                .arg(format!("--root={}", d.path().display()))
+                .arg(&f.path)
+                .output()
+                .expect("systemd-analyze (Debian package systemd) must be installed");
+            let out = String::from_utf8_lossy(&o.stdout);
+            let line = out
+                .lines()
+                .find(|l| l.contains("Overall exposure level"))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: no score: {out}{}",
+                        f.path,
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                });
+            let score: f64 = line
+                .split(": ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("cannot read the score in {line:?}"));
+            eprintln!("{}: {score}", f.path);
+            assert!(score <= 4.0, "{} scores {score} (> 4.0):\n{out}", f.path);
+            seen.push(f.path.clone());
+        }
+    }
+    for unit in [
+        "minio.service",
+        "spark-master.service",
+        "spark-worker.service",
+    ] {
+        assert!(
+            seen.iter().any(|p| p.ends_with(unit)),
+            "{unit} not rendered: {seen:?}"
+        );
+    }
+}

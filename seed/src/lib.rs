@@ -15,6 +15,7 @@ mod canonical;
 pub mod defaults;
 pub mod iso9660;
 mod parse;
+pub mod paths;
 pub mod status;
 pub mod types;
 
@@ -219,7 +220,7 @@ impl Proto {
 
 /// The roles a guest runs; absent = not on this guest.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RolesRaw")]
 pub struct Roles {
     /// S3-compatible object store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +228,67 @@ pub struct Roles {
     /// Spark standalone master and/or worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spark: Option<Spark>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolesRaw {
+    #[serde(default)]
+    object_store: Option<ObjectStore>,
+    #[serde(default)]
+    spark: Option<Spark>,
+}
+
+impl Roles {
+    /// Every directory a service owns (or, for Spark's home, lives in), for
+    /// the path policy: `(role field, service, what, directory)`.
+    pub fn service_dirs(&self) -> Vec<(&'static str, &'static str, &'static str, String)> {
+        let mut v = Vec::new();
+        // Spark's first: its directories are fixed by the image, so a clash
+        // is reported at the object store's (configurable) field.
+        if let Some(sp) = &self.spark {
+            let d = |what, path: &str| ("spark", "spark", what, path.to_string());
+            v.push(d("home", sp.home.as_str()));
+            v.push(d("log_dir", sp.log_dir.as_str()));
+            v.push(d("work_dir", &sp.work_dir()));
+        }
+        if let Some(os) = &self.object_store {
+            let d = |what, path: &str| ("object_store", "object store", what, path.to_string());
+            v.push(d("data_dir", os.data_dir.as_str()));
+            v.push(d("log_dir", os.log_dir.as_str()));
+            match &os.volumes {
+                Volumes::Local(dirs) => v.extend(dirs.iter().map(|p| d("volumes", p.as_str()))),
+                // A distributed pool's local share (/data1 ... of http://h{1...4}/data{1...2}).
+                Volumes::Distributed(expr) => {
+                    v.extend(expr.local_dirs().iter().map(|p| d("volumes", p)))
+                }
+            }
+        }
+        v
+    }
+}
+
+impl TryFrom<RolesRaw> for Roles {
+    type Error = String;
+    fn try_from(r: RolesRaw) -> Result<Self, String> {
+        let roles = Roles {
+            object_store: r.object_store,
+            spark: r.spark,
+        };
+        let dirs = roles.service_dirs();
+        let all: Vec<paths::ServiceDir<'_>> = dirs
+            .iter()
+            .map(|(_, service, what, path)| paths::ServiceDir {
+                service,
+                what,
+                path,
+            })
+            .collect();
+        if let Some((i, msg)) = paths::problems(&all).into_iter().next() {
+            return Err(format!("roles.{}.{}: {msg}", dirs[i].0, dirs[i].2));
+        }
+        Ok(roles)
+    }
 }
 
 /// Which object-store server implementation.
@@ -468,6 +530,13 @@ impl TryFrom<SparkRaw> for Spark {
             expect_workers,
             s3: r.s3,
         })
+    }
+}
+
+impl Spark {
+    /// SPARK_WORKER_DIR: always `<home>/work`.
+    pub fn work_dir(&self) -> String {
+        format!("{}/work", self.home.as_str().trim_end_matches('/'))
     }
 }
 

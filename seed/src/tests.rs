@@ -372,3 +372,49 @@ fn unit_timeout_constant_matches_the_unit_file() {
     let line = format!("TimeoutStartSec={}min\n", UNIT_TIMEOUT_START.as_secs() / 60);
     assert!(UNIT_FILE.contains(&line), "{UNIT_FILE}");
 }
+
+/// Issue 9 item 5, the agent's side: the same policy as the builder's.
+#[test]
+fn service_directories_follow_the_path_policy() {
+    let minio = fixture("minio.yaml");
+    for (dir, want) in [
+        ("/etc", "`/etc` is a directory of the system"),
+        ("/", "`/` cannot be"),
+        ("/var/lib", "shared by the whole system"),
+        ("/usr/local/minio", "inside /usr"),
+        ("/home/alice", "inside /home"),
+    ] {
+        let e = err(&minio.replace(
+            "flavor: minio",
+            &format!("flavor: minio\n    data_dir: {dir}"),
+        ));
+        assert!(e.contains("roles.object_store.data_dir"), "{dir}: {e}");
+        assert!(e.contains(want), "{dir}: {e}");
+    }
+    let e = err(&minio.replace(
+        "flavor: minio",
+        "flavor: minio\n    data_dir: /srv/minio\n    log_dir: /srv/minio/log",
+    ));
+    assert!(
+        e.contains("roles.object_store.log_dir") && e.contains("inside one another"),
+        "{e}"
+    );
+    let e = err(&minio.replace("flavor: minio", "flavor: minio\n    volumes: [/var/log]"));
+    assert!(e.contains("roles.object_store.volumes"), "{e}");
+    let e = err(&minio.replace(
+        "flavor: minio",
+        "flavor: minio\n    volumes: http://m{1...4}/etc/d{1...2}",
+    ));
+    assert!(e.contains("inside /etc"), "{e}");
+    // An object store inside Spark's home on a guest that runs both.
+    let both = fixture("devlab.yaml").replace(
+        "roles:\n",
+        "roles:\n  object_store:\n    data_dir: /opt/spark/minio\n    root_user: labadmin\n    root_password: change-me-please\n",
+    );
+    let e = err(&both);
+    assert!(e.contains("the spark's home `/opt/spark`"), "{e}");
+    let e = err(&fixture("devlab.yaml").replace("  spark:\n", "  spark:\n    log_dir: /var/log\n"));
+    assert!(e.contains("roles.spark.log_dir"), "{e}");
+    // The defaults pass.
+    assert!(Seed::from_yaml(&minio).is_ok());
+}

@@ -524,6 +524,42 @@ string_newtype!(
     VolumeExpr, "MinIO volume expression", check_volume_expr, debug
 );
 
+impl VolumeExpr {
+    /// This node's directories: the path after `scheme://host[:port]`, with
+    /// its `{a...b}` ranges expanded (at most [`MAX_VOLUME_ENDPOINTS`]).
+    pub fn local_dirs(&self) -> Vec<String> {
+        let s = self.as_str();
+        let path = match s.split_once("://") {
+            Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or(""),
+            None => s,
+        };
+        if path.is_empty() {
+            return vec![];
+        }
+        expand(path)
+    }
+}
+
+/// Expands validated `{a...b}` ranges (count bounded by validation).
+fn expand(s: &str) -> Vec<String> {
+    let Some(open) = s.find('{') else {
+        return vec![s.to_string()];
+    };
+    let Some(close) = s[open..].find('}').map(|c| open + c) else {
+        return vec![s.to_string()];
+    };
+    let (a, b) = s[open + 1..close].split_once("...").unwrap_or(("0", "0"));
+    let (a, b): (u32, u32) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+    let tails = expand(&s[close + 1..]);
+    let mut out = Vec::new();
+    for n in a..=b {
+        for tail in &tails {
+            out.push(format!("{}{n}{tail}", &s[..open]));
+        }
+    }
+    out
+}
+
 /// A TCP/UDP port number, 1-65535.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(transparent)]

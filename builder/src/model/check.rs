@@ -72,6 +72,7 @@ pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
         spark(lab, g, ctx);
     }
     object_store_pools(lab, ctx);
+    super::paths::check(lab, ctx);
 }
 
 fn resources(g: &Guest, ctx: &mut Ctx) {

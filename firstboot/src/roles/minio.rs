@@ -19,12 +19,17 @@ pub fn plan(os: &ObjectStore, plan: &mut Plan) {
         home: os.data_dir.as_str().into(),
     });
     plan.dir(os.data_dir.as_str(), 0o750, USER, USER);
-    plan.dir(os.log_dir.as_str(), 0o750, USER, USER);
+    // systemd (root) appends MinIO's output to a file here, so the service
+    // user may read the directory but never write it: it could swap the log
+    // for a symlink and have root append to any file.
+    plan.dir(os.log_dir.as_str(), 0o750, "root", USER);
+    let mut writable = vec![os.data_dir.as_str().to_string()];
     let (volumes, distributed) = match &os.volumes {
         Volumes::Local(dirs) => {
             for d in dirs {
                 if d != &os.data_dir {
                     plan.dir(d.as_str(), 0o750, USER, USER);
+                    writable.push(d.as_str().to_string());
                 }
             }
             (
@@ -37,8 +42,9 @@ pub fn plan(os: &ObjectStore, plan: &mut Plan) {
         }
         Volumes::Distributed(expr) => {
             // This node's share of http://host{1...n}/data{1...m} is /data1../datam.
-            for d in local_dirs(expr.as_str()) {
+            for d in expr.local_dirs() {
                 plan.dir(&d, 0o750, USER, USER);
+                writable.push(d);
             }
             (expr.as_str().to_string(), true)
         }
@@ -63,7 +69,7 @@ pub fn plan(os: &ObjectStore, plan: &mut Plan) {
     plan.file(
         "/etc/systemd/system/minio.service",
         0o644,
-        unit(os),
+        unit(os, &writable),
         &["minio.service"],
     );
     plan.unit("minio.service", Duration::from_secs(300));
@@ -98,8 +104,11 @@ pub fn plan(os: &ObjectStore, plan: &mut Plan) {
 
 /// Upstream's minio.service (minio-service/linux-systemd), with bounded
 /// timeouts (upstream has TimeoutSec=infinity and SendSIGKILL=no, which would
-/// let a stuck server hang first boot) and logs appended under log_dir.
-fn unit(os: &ObjectStore) -> String {
+/// let a stuck server hang first boot), logs appended under log_dir (a
+/// directory the service cannot write), and the common sandbox with only
+/// its data directories writable.
+fn unit(os: &ObjectStore, writable: &[String]) -> String {
+    let rw: Vec<&str> = writable.iter().map(|s| s.as_str()).collect();
     format!(
         "{HEADER}\n[Unit]\nDescription=MinIO\nDocumentation=https://min.io/docs/minio/linux/index.html\n\
          Wants=network-online.target\nAfter=network-online.target\nAssertFileIsExecutable={BINARY}\n\n\
@@ -108,41 +117,19 @@ fn unit(os: &ObjectStore) -> String {
          ExecStart={BINARY} server $MINIO_OPTS $MINIO_VOLUMES\n\
          Restart=always\nLimitNOFILE=1048576\nTasksMax=infinity\n\
          TimeoutStartSec=300\nTimeoutStopSec=60\n\
-         StandardOutput=append:{}/minio.log\nStandardError=inherit\n\n\
+         StandardOutput=append:{}/minio.log\nStandardError=inherit\n{}\n\
          [Install]\nWantedBy=multi-user.target\n",
-        os.log_dir
+        os.log_dir,
+        super::sandbox(&rw, false)
     )
 }
 
-/// The local directories of a distributed expansion: the path part after
+/// The local directories of a distributed expansion: the path after
 /// `scheme://host[:port]`, with its `{a...b}` ranges expanded.
 pub fn local_dirs(expr: &str) -> Vec<String> {
-    let path = match expr.split_once("://") {
-        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or(""),
-        None => expr,
-    };
-    if path.is_empty() {
-        return vec![];
-    }
-    expand(path)
-}
-
-fn expand(s: &str) -> Vec<String> {
-    let Some(open) = s.find('{') else {
-        return vec![s.to_string()];
-    };
-    let close = open + s[open..].find('}').expect("validated ellipsis");
-    let (a, b) = s[open + 1..close]
-        .split_once("...")
-        .expect("validated ellipsis");
-    let (a, b): (u32, u32) = (a.parse().expect("validated"), b.parse().expect("validated"));
-    let mut out = Vec::new();
-    for n in a..=b {
-        for tail in expand(&s[close + 1..]) {
-            out.push(format!("{}{n}{tail}", &s[..open]));
-        }
-    }
-    out
+    imgbuild_seed::VolumeExpr::new(expr)
+        .map(|e| e.local_dirs())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub const USER: &str = "spark";
 /// Adds the Spark role to `plan`.
 pub fn plan(s: &Spark, plan: &mut Plan) {
     let home = s.home.as_str();
-    let work = format!("{home}/work");
+    let work = s.work_dir();
     plan.accounts.push(Account {
         name: USER.into(),
         home: home.into(),
@@ -94,9 +94,12 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
              [Service]\nType=simple\nUser={USER}\nGroup={USER}\nWorkingDirectory={home}\n\
              Environment=JAVA_HOME={}\nEnvironment=SPARK_HOME={home}\nEnvironment=SPARK_LOG_DIR={}\n\
              Environment=SPARK_NO_DAEMONIZE=1\nExecStart=/bin/sh -c 'exec {exec} >>{}/{log}.out 2>&1'\n\
-             Restart=on-failure\nRestartSec=5\nSuccessExitStatus=143\nLimitNOFILE=65536\n\n\
+             Restart=on-failure\nRestartSec=5\nSuccessExitStatus=143\nLimitNOFILE=65536\n{}\n\
              [Install]\nWantedBy=multi-user.target\n",
-            s.java_home, s.log_dir, s.log_dir
+            s.java_home,
+            s.log_dir,
+            s.log_dir,
+            super::sandbox(&[s.log_dir.as_str(), &work], true)
         )
     };
     if let Some(m) = &s.master {
