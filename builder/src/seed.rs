@@ -58,6 +58,7 @@ fn build(lab: &Lab, guest: &Guest, spec: &GuestSpec) -> Result<Seed> {
             port: typed(sd::Port::new(p.port.get()), who, p.field)?,
             proto: sd::Proto::Tcp,
             comment: Some(typed(sd::Comment::new(p.purpose), who, p.field)?),
+            from: p.from.clone(),
         });
     }
     let mut peers = std::collections::BTreeMap::new();
@@ -80,8 +81,23 @@ fn build(lab: &Lab, guest: &Guest, spec: &GuestSpec) -> Result<Seed> {
         roles: sd::Roles {
             object_store: object_store(guest, spec)?,
             spark: spark(guest, spec)?,
+            metrics: metrics(guest, who)?,
         },
     })
+}
+
+/// The metrics role: the node exporter on the lab's port, and the object
+/// store's metrics auth (the firewall entry comes with the guest's ports).
+fn metrics(guest: &Guest, who: &str) -> Result<Option<sd::metrics::Metrics>> {
+    let Some(m) = &guest.metrics else {
+        return Ok(None);
+    };
+    Ok(Some(sd::metrics::Metrics {
+        node_exporter: sd::metrics::NodeExporter {
+            port: typed(sd::Port::new(m.port.get()), who, "metrics.port")?,
+            ..Default::default()
+        },
+    }))
 }
 
 fn object_store(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::ObjectStore>> {
@@ -268,6 +284,37 @@ mod tests {
         );
         let e = for_guest(&l, "nope").unwrap_err().to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn metrics_port_only_from_the_monitoring_addresses() {
+        let mut l = lab();
+        let m = crate::model::metrics::Metrics {
+            port: crate::model::types::Port::of(9100),
+            allow: vec!["192.168.1.50".parse().unwrap()],
+        };
+        for g in &mut l.guests {
+            g.metrics = Some(m.clone());
+        }
+        let s = for_guest(&l, "minio").unwrap();
+        let open: Vec<(u16, Vec<String>)> = s
+            .firewall
+            .open
+            .iter()
+            .map(|p| (p.port.get(), p.from.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        assert_eq!(
+            open,
+            [
+                (9000, vec![]),
+                (9001, vec![]),
+                (9100, vec!["192.168.1.50".to_string()])
+            ]
+        );
+        let ne = &s.roles.metrics.as_ref().unwrap().node_exporter;
+        assert_eq!(ne.port.get(), 9100);
+        // A lab without `metrics:` gives the same seed (and instance id) as before.
+        assert!(for_guest(&lab(), "minio").unwrap().roles.metrics.is_none());
     }
 
     #[test]

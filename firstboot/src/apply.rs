@@ -162,6 +162,11 @@ pub fn apply_on(
         step: "status".into(),
         source: e,
     })?;
+    rec.textfile_dir = seed
+        .roles
+        .metrics
+        .as_ref()
+        .map(|m| m.node_exporter.textfile_dir.as_str().to_string());
     tracing::info!(instance_id = %id, %source, "applying seed");
     let mut out = Outcome::default();
 

@@ -307,6 +307,9 @@ pub fn build(seed: &Seed, current_hosts: &str) -> Plan {
     if let Some(spark) = &seed.roles.spark {
         roles::spark::plan(spark, &mut plan);
     }
+    if let Some(m) = &seed.roles.metrics {
+        roles::metrics::plan(m, &mut plan);
+    }
     plan
 }
 

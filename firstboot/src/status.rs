@@ -88,6 +88,10 @@ pub fn interrupt(reason: &str, wait: bool) -> bool {
 /// Keeps status.json in sync with the run.
 pub struct Recorder {
     path: PathBuf,
+    root: PathBuf,
+    /// The node exporter's textfile directory (metrics role): the run's
+    /// outcome is mirrored there for Prometheus.
+    pub textfile_dir: Option<String>,
     /// The current document.
     pub status: Status,
 }
@@ -121,6 +125,8 @@ impl Recorder {
         };
         let r = Recorder {
             path: under(root, crate::STATUS_PATH),
+            root: root.to_path_buf(),
+            textfile_dir: None,
             status,
         };
         r.save()?;
@@ -142,6 +148,11 @@ impl Recorder {
             status: self.status.clone(),
             sealed: false,
         });
+        if let Some(dir) = &self.textfile_dir {
+            if let Err(e) = crate::roles::metrics::record(&self.root, dir, &self.status) {
+                tracing::warn!("cannot write the textfile metrics: {e:#}");
+            }
+        }
         Ok(())
     }
 

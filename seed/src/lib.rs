@@ -14,6 +14,7 @@
 mod canonical;
 pub mod defaults;
 pub mod iso9660;
+pub mod metrics;
 mod parse;
 pub mod paths;
 pub mod status;
@@ -193,6 +194,10 @@ pub struct OpenPort {
     /// Shown in the nftables ruleset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<Comment>,
+    /// Only these source addresses may connect (empty: anyone). Metrics
+    /// ports carry the lab's monitoring addresses here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Ipv4Addr>,
 }
 
 /// Transport protocol of an opened port.
@@ -228,6 +233,9 @@ pub struct Roles {
     /// Spark standalone master and/or worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spark: Option<Spark>,
+    /// Prometheus node exporter (and the agent's own textfile metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<metrics::Metrics>,
 }
 
 #[derive(Deserialize)]

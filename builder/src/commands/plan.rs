@@ -90,6 +90,9 @@ pub struct GuestPlan {
 pub struct PortPlan {
     pub port: u16,
     pub purpose: &'static str,
+    /// The only sources it accepts (metrics ports); absent = the lab network.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -128,6 +131,7 @@ impl Plan {
                     .map(|p| PortPlan {
                         port: p.port.get(),
                         purpose: p.purpose,
+                        from: p.from.iter().map(|a| a.to_string()).collect(),
                     })
                     .collect(),
                 links: links(lab, &topo, g),
@@ -212,12 +216,35 @@ impl Plan {
                 g.roles.join(","),
                 g.ports
                     .iter()
-                    .map(|p| p.port.to_string())
+                    .map(|p| {
+                        let mark = if p.from.is_empty() { "" } else { "*" };
+                        format!("{}{mark}", p.port)
+                    })
                     .collect::<Vec<_>>()
                     .join(","),
             ]);
         }
         out.push_str(&columns(&rows));
+        // Ports limited to some sources (metrics: the monitoring addresses).
+        let mut limited: Vec<String> = self
+            .guests
+            .iter()
+            .flat_map(|g| g.ports.iter())
+            .filter(|p| !p.from.is_empty())
+            .map(|p| {
+                format!(
+                    "  {} ({}) only from {}",
+                    p.port,
+                    p.purpose,
+                    p.from.join(", ")
+                )
+            })
+            .collect();
+        limited.sort();
+        limited.dedup();
+        if !limited.is_empty() {
+            let _ = writeln!(out, "\nports marked *:\n{}", limited.join("\n"));
+        }
         let links: Vec<String> = self
             .guests
             .iter()

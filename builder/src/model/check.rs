@@ -25,6 +25,9 @@ fn gpath(g: &Guest, rest: &str) -> String {
 /// Every rule that needs only the lab itself.
 pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
     let net = lab.network.cidr;
+    if let Some(m) = &lab.metrics {
+        super::metrics::check(m, net, ctx);
+    }
     if !net.is_host(lab.network.gateway) {
         ctx.err(
             "network.gateway",
@@ -110,10 +113,16 @@ fn ports(g: &Guest, ctx: &mut Ctx) {
             } else {
                 format!("`{first}`")
             };
+            // The metrics port is lab-wide: report it there, naming the guest.
+            let (path, on) = if p.field.starts_with("metrics.") {
+                (p.field.to_string(), format!("guest `{}`", g.name))
+            } else {
+                (gpath(g, p.field), "this guest".to_string())
+            };
             ctx.err(
-                &gpath(g, p.field),
+                &path,
                 format!(
-                    "port {} is already used by {what} on this guest: pick another port",
+                    "port {} is already used by {what} on {on}: pick another port",
                     p.port
                 ),
             );

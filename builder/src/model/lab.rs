@@ -55,6 +55,8 @@ pub struct Lab {
     pub guests: Vec<Guest>,
     /// The scheduled backup job of the lab's guests (`backup:`), if any.
     pub backup: Option<super::backup::Backup>,
+    /// Node exporters and who may scrape them (`metrics:`), if any.
+    pub metrics: Option<super::metrics::Metrics>,
     /// Where each field was written (dotted field path -> line/column), for diagnostics.
     pub spans: Spans,
 }
@@ -172,6 +174,8 @@ pub struct Guest {
     /// Static address; the prefix is `network.cidr`'s.
     pub address: Ipv4Addr,
     pub roles: Roles,
+    /// The lab's `metrics:` section (every guest runs the node exporter).
+    pub metrics: Option<super::metrics::Metrics>,
 }
 
 /// CPU, memory and disk.
@@ -287,8 +291,11 @@ pub struct OpenPort {
     pub port: Port,
     /// What it is for, e.g. `spark master UI`.
     pub purpose: &'static str,
-    /// The dotted field path relative to the guest, e.g. `roles.spark.master.ui_port`.
+    /// The dotted field path relative to the guest, e.g. `roles.spark.master.ui_port`
+    /// (lab-level for `metrics.port`).
     pub field: &'static str,
+    /// Only these sources may connect; empty = the whole network.
+    pub from: Vec<Ipv4Addr>,
 }
 
 /// SSH, always open on every guest.
@@ -301,17 +308,20 @@ impl Guest {
             port: SSH_PORT,
             purpose: "ssh",
             field: "ssh",
+            from: vec![],
         }];
         if let Some(o) = &self.roles.object_store {
             v.push(OpenPort {
                 port: o.api_port,
                 purpose: "S3 API",
                 field: "roles.object_store.api_port",
+                from: vec![],
             });
             v.push(OpenPort {
                 port: o.console_port,
                 purpose: "object store console",
                 field: "roles.object_store.console_port",
+                from: vec![],
             });
         }
         if let Some(s) = &self.roles.spark {
@@ -320,11 +330,13 @@ impl Guest {
                     port: m.port,
                     purpose: "spark master",
                     field: "roles.spark.master.port",
+                    from: vec![],
                 });
                 v.push(OpenPort {
                     port: m.ui_port,
                     purpose: "spark master UI",
                     field: "roles.spark.master.ui_port",
+                    from: vec![],
                 });
             }
             if let Some(w) = &s.worker {
@@ -332,8 +344,17 @@ impl Guest {
                     port: w.ui_port,
                     purpose: "spark worker UI",
                     field: "roles.spark.worker.ui_port",
+                    from: vec![],
                 });
             }
+        }
+        if let Some(m) = &self.metrics {
+            v.push(OpenPort {
+                port: m.port,
+                purpose: "node exporter",
+                field: "metrics.port",
+                from: m.allow.clone(),
+            });
         }
         v
     }

@@ -51,7 +51,7 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
     let base = base_dir(path);
     let top = ctx.map(
         Field::root(root),
-        &["proxmox", "network", "ssh", "guests", "backup"],
+        &["proxmox", "network", "ssh", "guests", "backup", "metrics"],
     )?;
     let proxmox = top
         .req(ctx, "proxmox", "the Proxmox endpoint, token, TLS and nodes")
@@ -69,8 +69,15 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         Some(f) => super::backup::parse(ctx, f).map(Some),
         None => Some(None),
     };
-    let (proxmox, guests) = (proxmox?, guests?);
-    let guests = place_guests(ctx, &proxmox, guests);
+    let metrics = match top.opt("metrics") {
+        Some(f) => super::metrics::parse(ctx, f).map(Some),
+        None => Some(None),
+    };
+    let (proxmox, guests, metrics) = (proxmox?, guests?, metrics?);
+    let mut guests = place_guests(ctx, &proxmox, guests);
+    for g in guests.iter_mut().flatten() {
+        g.metrics = metrics.clone();
+    }
     Some(Lab {
         path: path.to_path_buf(),
         proxmox,
@@ -78,6 +85,7 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         ssh: ssh?,
         guests: guests.into_iter().collect::<Option<Vec<_>>>()?,
         backup: backup?,
+        metrics,
         spans: ctx.spans.clone(),
     })
 }
@@ -470,6 +478,7 @@ fn guest(ctx: &mut Ctx, f: Field<'_>, name: Option<Hostname>, base: &Path) -> Pa
                 resources,
                 address,
                 roles,
+                metrics: None,
             }),
         })
     })();

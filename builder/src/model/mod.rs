@@ -11,6 +11,7 @@ pub mod backup;
 mod check;
 pub mod lab;
 mod lab_parse;
+pub mod metrics;
 mod paths;
 pub mod recipe;
 mod roles_parse;

@@ -820,7 +820,8 @@ mod tests {
         assert_eq!(r.vm, Some(VmSettings::default()));
         let a = r.artifacts();
         let names: Vec<&str> = a.iter().map(|a| a.name.as_str()).collect();
-        assert_eq!(names, ["base", "minio", "spark", "java"]);
+        assert_eq!(names, ["base", "minio", "spark", "java", "node_exporter"]);
+        assert_eq!(a[4].checksums.as_ref().unwrap().algo, DigestAlgo::Sha256);
         assert_eq!(a[0].checksums.as_ref().unwrap().algo, DigestAlgo::Sha256);
         assert_eq!(a[2].checksums.as_ref().unwrap().algo, DigestAlgo::Sha512);
         assert_eq!(

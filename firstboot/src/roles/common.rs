@@ -102,7 +102,13 @@ fn nftables(seed: &Seed) -> String {
         if p.port.get() == 22 && p.proto == Proto::Tcp {
             continue;
         }
-        let _ = write!(rules, "\t\t{} dport {} accept", p.proto.as_str(), p.port);
+        rules.push_str("\t\t");
+        if !p.from.is_empty() {
+            // Only the listed sources (metrics ports: the lab's monitoring addresses).
+            let from: Vec<String> = p.from.iter().map(|a| a.to_string()).collect();
+            let _ = write!(rules, "ip saddr {{ {} }} ", from.join(", "));
+        }
+        let _ = write!(rules, "{} dport {} accept", p.proto.as_str(), p.port);
         if let Some(c) = &p.comment {
             let _ = write!(rules, " comment \"{c}\"");
         }
@@ -159,6 +165,40 @@ mod tests {
             .filter(|l| l.contains(" accept") && !l.contains("policy"))
             .count();
         assert_eq!(rules, 6, "lo, established, icmp, 22, 9000, 53:\n{n}");
+    }
+
+    #[test]
+    fn nft_limits_a_port_to_its_sources() {
+        let seed = Seed::from_yaml(
+            "version: 1\nhostname: a\nfirewall:\n  open:\n    - {port: 9100, comment: node exporter, from: [10.0.0.5, 10.0.0.6]}\n",
+        )
+        .unwrap();
+        let n = nftables(&seed);
+        assert!(
+            n.contains("\t\tip saddr { 10.0.0.5, 10.0.0.6 } tcp dport 9100 accept comment \"node exporter\"\n"),
+            "{n}"
+        );
+        assert_eq!(n.matches("dport 9100").count(), 1, "{n}");
+        nft_check(&n);
+    }
+
+    /// `nft -c` parses and checks the ruleset without loading it. It needs
+    /// CAP_NET_ADMIN for the netlink cache, which tests have as root.
+    fn nft_check(ruleset: &str) {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("nft.conf");
+        std::fs::write(&f, ruleset).unwrap();
+        let out = std::process::Command::new("nft")
+            .arg("-c")
+            .arg("-f")
+            .arg(&f)
+            .output()
+            .expect("nft installed");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Role renderers: each adds its accounts, files, units and checks to a plan.
 
 pub mod common;
+pub mod metrics;
 pub mod minio;
 pub mod spark;
 
