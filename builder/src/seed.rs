@@ -92,11 +92,16 @@ fn metrics(guest: &Guest, who: &str) -> Result<Option<sd::metrics::Metrics>> {
     let Some(m) = &guest.metrics else {
         return Ok(None);
     };
+    let object_store_auth = match m.object_store {
+        crate::model::metrics::ObjectStoreAuth::Public => sd::metrics::ObjectStoreAuth::Public,
+        _ => sd::metrics::ObjectStoreAuth::Bearer,
+    };
     Ok(Some(sd::metrics::Metrics {
         node_exporter: sd::metrics::NodeExporter {
             port: typed(sd::Port::new(m.port.get()), who, "metrics.port")?,
             ..Default::default()
         },
+        object_store_auth,
     }))
 }
 
@@ -292,6 +297,7 @@ mod tests {
         let m = crate::model::metrics::Metrics {
             port: crate::model::types::Port::of(9100),
             allow: vec!["192.168.1.50".parse().unwrap()],
+            object_store: crate::model::metrics::ObjectStoreAuth::Public,
         };
         for g in &mut l.guests {
             g.metrics = Some(m.clone());
@@ -313,6 +319,10 @@ mod tests {
         );
         let ne = &s.roles.metrics.as_ref().unwrap().node_exporter;
         assert_eq!(ne.port.get(), 9100);
+        assert_eq!(
+            s.roles.metrics.as_ref().unwrap().object_store_auth,
+            imgbuild_seed::metrics::ObjectStoreAuth::Public
+        );
         // A lab without `metrics:` gives the same seed (and instance id) as before.
         assert!(for_guest(&lab(), "minio").unwrap().roles.metrics.is_none());
     }

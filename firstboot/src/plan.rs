@@ -309,6 +309,7 @@ pub fn build(seed: &Seed, current_hosts: &str) -> Plan {
     }
     if let Some(m) = &seed.roles.metrics {
         roles::metrics::plan(m, &mut plan);
+        roles::metrics::services(seed, m, &mut plan);
     }
     plan
 }

@@ -245,6 +245,8 @@ struct RolesRaw {
     object_store: Option<ObjectStore>,
     #[serde(default)]
     spark: Option<Spark>,
+    #[serde(default)]
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Roles {
@@ -282,6 +284,7 @@ impl TryFrom<RolesRaw> for Roles {
         let roles = Roles {
             object_store: r.object_store,
             spark: r.spark,
+            metrics: r.metrics,
         };
         let dirs = roles.service_dirs();
         let all: Vec<paths::ServiceDir<'_>> = dirs

@@ -24,6 +24,32 @@ pub struct Metrics {
     /// The node exporter on this guest.
     #[serde(default)]
     pub node_exporter: NodeExporter,
+    /// Who may read the object store's `/minio/v2/metrics/*` (when this guest
+    /// runs one): MinIO's default, a bearer JWT, or anyone on the network.
+    #[serde(default)]
+    pub object_store_auth: ObjectStoreAuth,
+}
+
+/// `MINIO_PROMETHEUS_AUTH_TYPE`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectStoreAuth {
+    /// `jwt`: a bearer token signed with an access key's secret
+    /// (`mc admin prometheus generate`).
+    #[default]
+    Bearer,
+    /// `public`: no authentication.
+    Public,
+}
+
+impl ObjectStoreAuth {
+    /// The value of `MINIO_PROMETHEUS_AUTH_TYPE`.
+    pub fn minio_env(self) -> &'static str {
+        match self {
+            ObjectStoreAuth::Bearer => "jwt",
+            ObjectStoreAuth::Public => "public",
+        }
+    }
 }
 
 /// The Prometheus node exporter.

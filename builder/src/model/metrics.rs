@@ -6,6 +6,9 @@
 //! metrics:
 //!   port: 9100                 # node exporter, default 9100
 //!   allow: [192.168.1.50]      # who may scrape: the monitoring host(s)
+//!   object_store:              # MinIO's /minio/v2/metrics/{cluster,node} (on its API port)
+//!     auth: bearer             # bearer (MinIO's default JWT) | public (anyone on the lab network)
+//!     token: env:MINIO_PROMETHEUS_TOKEN   # bearer: `mc admin prometheus generate`'s JWT, for scrapers
 //! ```
 
 use std::collections::BTreeSet;
@@ -13,7 +16,7 @@ use std::net::Ipv4Addr;
 
 use imgbuild_seed::metrics::NODE_EXPORTER_PORT;
 
-use super::types::{parse_ipv4, Ipv4Cidr, Port};
+use super::types::{parse_ipv4, Ipv4Cidr, Port, SecretRef};
 use super::yaml::{Ctx, Field};
 
 /// Metrics on every guest of the lab.
@@ -23,11 +26,31 @@ pub struct Metrics {
     pub port: Port,
     /// The only sources that may reach metrics ports, in file order.
     pub allow: Vec<Ipv4Addr>,
+    /// How the object store's metrics are read.
+    pub object_store: ObjectStoreAuth,
+}
+
+/// The object store's metrics auth (`MINIO_PROMETHEUS_AUTH_TYPE`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ObjectStoreAuth {
+    /// A bearer JWT (MinIO's default); the token, when the lab gives it, is
+    /// for scrapers (inventory, the monitoring guest).
+    #[default]
+    Bearer,
+    /// Bearer, with the token by reference.
+    BearerToken(SecretRef),
+    /// Anyone who reaches the API port.
+    Public,
 }
 
 /// Parses the `metrics:` mapping, reporting every problem with its location.
 pub(crate) fn parse(ctx: &mut Ctx, f: Field<'_>) -> Option<Metrics> {
-    let m = ctx.map(f, &["port", "allow"])?;
+    let m = ctx.map(f, &["port", "allow", "object_store"])?;
+    let base = ctx_base(ctx);
+    let object_store = match m.opt("object_store") {
+        None => Some(ObjectStoreAuth::default()),
+        Some(f) => object_store(ctx, f, &base),
+    };
     let port = match m.opt("port") {
         Some(f) => ctx.scalar(&f, str::parse),
         None => Some(Port::of(NODE_EXPORTER_PORT)),
@@ -65,7 +88,48 @@ pub(crate) fn parse(ctx: &mut Ctx, f: Field<'_>) -> Option<Metrics> {
     Some(Metrics {
         port: port?,
         allow: allow?,
+        object_store: object_store?,
     })
+}
+
+fn ctx_base(ctx: &Ctx) -> std::path::PathBuf {
+    ctx.file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
+fn object_store(ctx: &mut Ctx, f: Field<'_>, base: &std::path::Path) -> Option<ObjectStoreAuth> {
+    let path = f.path.clone();
+    let m = ctx.map(f, &["auth", "token"])?;
+    let public = m
+        .req(ctx, "auth", "`bearer` (MinIO's default) or `public`")
+        .and_then(|f| {
+            ctx.scalar(&f, |s| match s {
+                "bearer" => Ok(false),
+                "public" => Ok(true),
+                _ => Err(format!(
+                    "`{s}` is not an object-store metrics auth: expected `bearer` or `public`"
+                )),
+            })
+        })?;
+    let token = match m.opt("token") {
+        Some(f) => Some(super::lab_parse::secret(ctx, &f, base)?),
+        None => None,
+    };
+    match (public, token) {
+        (true, Some(_)) => {
+            ctx.err(
+                &format!("{path}.token"),
+                "a token only goes with `auth: bearer` (public metrics need none): remove it",
+            );
+            None
+        }
+        (true, None) => Some(ObjectStoreAuth::Public),
+        (false, Some(t)) => Some(ObjectStoreAuth::BearerToken(t)),
+        (false, None) => Some(ObjectStoreAuth::Bearer),
+    }
 }
 
 fn parse_allow(s: &str) -> Result<Ipv4Addr, String> {

@@ -7,7 +7,8 @@
 use super::HEADER;
 use crate::fsutil::{under, write_file};
 use crate::plan::{Account, Check, Plan};
-use crate::seed::metrics::{Metrics, FIRSTBOOT_PROM};
+use crate::seed::metrics::{Metrics, ObjectStoreAuth, FIRSTBOOT_PROM};
+use crate::seed::Seed;
 use crate::status::{State, Status, StepState};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -46,6 +47,98 @@ pub fn plan(m: &Metrics, plan: &mut Plan) {
         path: "/metrics".into(),
         deadline: Duration::from_secs(60),
     });
+}
+
+/// Service metrics, once the roles are planned: MinIO's Prometheus auth mode
+/// in /etc/default/minio, and Spark's Prometheus servlet for the master and
+/// worker (conf/metrics.properties) and for applications' executors
+/// (`spark.ui.prometheus.enabled` in spark-defaults.conf), each with a
+/// readiness check on its metrics path.
+pub fn services(seed: &Seed, m: &Metrics, plan: &mut Plan) {
+    if let Some(os) = &seed.roles.object_store {
+        let env = m.object_store_auth.minio_env();
+        append(
+            plan,
+            "/etc/default/minio",
+            &format!("MINIO_PROMETHEUS_AUTH_TYPE=\"{env}\"\n"),
+        );
+        if m.object_store_auth == ObjectStoreAuth::Public {
+            plan.checks.push(Check::Http {
+                name: "minio-metrics".into(),
+                host: "127.0.0.1".into(),
+                port: os.api_port.get(),
+                path: MINIO_CLUSTER_PATH.into(),
+                deadline: Duration::from_secs(60),
+            });
+        }
+    }
+    if let Some(sp) = &seed.roles.spark {
+        let home = sp.home.as_str();
+        let units: Vec<&str> = [
+            sp.master.as_ref().map(|_| "spark-master.service"),
+            sp.worker.as_ref().map(|_| "spark-worker.service"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        plan.file(
+            &format!("{home}/conf/metrics.properties"),
+            0o644,
+            spark_metrics_properties(),
+            &units,
+        );
+        append(
+            plan,
+            &format!("{home}/conf/spark-defaults.conf"),
+            "spark.ui.prometheus.enabled true\n",
+        );
+        if let Some(ms) = &sp.master {
+            plan.checks.push(Check::Http {
+                name: "spark-master-metrics".into(),
+                host: ms.host.as_str().into(),
+                port: ms.ui_port.get(),
+                path: SPARK_MASTER_PATH.into(),
+                deadline: Duration::from_secs(120),
+            });
+        }
+        if let Some(w) = &sp.worker {
+            plan.checks.push(Check::Http {
+                name: "spark-worker-metrics".into(),
+                host: "127.0.0.1".into(),
+                port: w.ui_port.get(),
+                path: SPARK_WORKER_PATH.into(),
+                deadline: Duration::from_secs(120),
+            });
+        }
+    }
+}
+
+/// MinIO's cluster metrics path (v2).
+pub const MINIO_CLUSTER_PATH: &str = "/minio/v2/metrics/cluster";
+/// MinIO's node metrics path (v2).
+pub const MINIO_NODE_PATH: &str = "/minio/v2/metrics/node";
+/// The Spark master's servlet path (on its UI port).
+pub const SPARK_MASTER_PATH: &str = "/metrics/master/prometheus";
+/// A Spark worker's servlet path (on its UI port).
+pub const SPARK_WORKER_PATH: &str = "/metrics/prometheus";
+
+/// Spark's PrometheusServlet sink for every instance (master, worker,
+/// applications, driver); read from the conf directory on the classpath.
+pub fn spark_metrics_properties() -> String {
+    format!(
+        "{HEADER}\n*.sink.prometheusServlet.class=org.apache.spark.metrics.sink.PrometheusServlet\n\
+         *.sink.prometheusServlet.path=/metrics/prometheus\n\
+         master.sink.prometheusServlet.path={SPARK_MASTER_PATH}\n\
+         applications.sink.prometheusServlet.path=/metrics/applications/prometheus\n\
+         *.source.jvm.class=org.apache.spark.metrics.source.JvmSource\n"
+    )
+}
+
+/// Appends `line` to a file another role planned (absent: nothing to do).
+fn append(plan: &mut Plan, path: &str, line: &str) {
+    if let Some(f) = plan.files.iter_mut().find(|f| f.path == path) {
+        f.content.push_str(line);
+    }
 }
 
 /// The exporter's unit: read-only system, no privileges, no devices, only
@@ -201,6 +294,7 @@ mod tests {
             ],
             agent_version: "0.1.0".into(),
             peak_rss_kib: None,
+            reason: None,
         }
     }
 
@@ -257,7 +351,13 @@ mod tests {
 
     #[test]
     fn unit_is_hardened_and_uses_the_seed_port() {
-        let m: Metrics = serde_yaml::from_str("node_exporter: {port: 9200}").expect("metrics role");
+        let m = Metrics {
+            node_exporter: crate::seed::metrics::NodeExporter {
+                port: crate::seed::Port::new(9200).unwrap(),
+                ..Default::default()
+            },
+            object_store_auth: ObjectStoreAuth::Bearer,
+        };
         let u = unit(&m);
         assert!(u.contains("--web.listen-address=:9200 "), "{u}");
         for line in [
@@ -269,6 +369,65 @@ mod tests {
         ] {
             assert!(u.contains(line), "{line} missing:\n{u}");
         }
+    }
+
+    #[test]
+    fn service_metrics_follow_the_roles() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../seed/tests/fixtures/seeds");
+        let with = |file: &str, extra: &str| {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let text = text.replace("roles:\n", &format!("roles:\n  metrics: {extra}\n"));
+            crate::plan::build(&Seed::from_yaml(&text).unwrap(), "")
+        };
+        let p = with("minio.yaml", "{object_store_auth: public}");
+        let env = p
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/default/minio")
+            .unwrap();
+        assert!(env
+            .content
+            .ends_with("MINIO_PROMETHEUS_AUTH_TYPE=\"public\"\n"));
+        assert!(p
+            .render(false)
+            .contains("check:minio-metrics GET http://127.0.0.1:9000/minio/v2/metrics/cluster"));
+        assert!(p
+            .render(false)
+            .contains("check:node-exporter GET http://127.0.0.1:9100/metrics"));
+        let p = with("minio.yaml", "{}");
+        let env = p
+            .files
+            .iter()
+            .find(|f| f.path == "/etc/default/minio")
+            .unwrap();
+        assert!(env
+            .content
+            .ends_with("MINIO_PROMETHEUS_AUTH_TYPE=\"jwt\"\n"));
+        assert!(!p.render(false).contains("minio-metrics"));
+        let p = with("devlab.yaml", "{}");
+        let props = p
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/spark/conf/metrics.properties")
+            .unwrap();
+        assert!(props
+            .content
+            .contains("master.sink.prometheusServlet.path=/metrics/master/prometheus\n"));
+        assert_eq!(
+            props.restarts,
+            ["spark-master.service", "spark-worker.service"]
+        );
+        let defaults = p
+            .files
+            .iter()
+            .find(|f| f.path == "/opt/spark/conf/spark-defaults.conf")
+            .unwrap();
+        assert!(defaults
+            .content
+            .ends_with("spark.ui.prometheus.enabled true\n"));
+        let r = p.render(false);
+        assert!(r.contains("check:spark-master-metrics GET http://"), "{r}");
+        assert!(r.contains(":8081/metrics/prometheus within"), "{r}");
     }
 
     #[test]

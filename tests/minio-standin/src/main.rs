@@ -13,12 +13,17 @@
 //!   `minioadmin:minioadmin` with a warning, like upstream.
 //! - `GET|HEAD /minio/health/live`, `/minio/health/ready`, `/minio/health/cluster`
 //!   answer 200 without authentication.
+//! - `GET /minio/v2/metrics/cluster` and `/minio/v2/metrics/node`: the MinIO
+//!   metrics it can honestly report, public or behind a bearer JWT as
+//!   `MINIO_PROMETHEUS_AUTH_TYPE` says (see `metrics.rs`).
 //! - the console address answers `GET /` (and any path) with a small HTML page.
 //! - `READY=1` is sent to `$NOTIFY_SOCKET` once both listeners are bound
 //!   (upstream's minio.service is `Type=notify`); SIGTERM/SIGINT stop it cleanly.
 //! - `minio --version` prints a MinIO-like version line that says it is a stand-in.
 //!
 //! Distributed volumes (`http://host{1...n}/path`) are not supported: it exits 1 saying so.
+
+mod metrics;
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -188,8 +193,40 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> 
     r
 }
 
-async fn api(s3: Arc<S3Service>, req: Request<Incoming>) -> Result<Response<Body>, BoxErr> {
+async fn api(
+    s3: Arc<S3Service>,
+    m: Arc<metrics::Server>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, BoxErr> {
     let path = req.uri().path();
+    if req.method() == Method::GET
+        && matches!(path, "/minio/v2/metrics/cluster" | "/minio/v2/metrics/node")
+    {
+        let auth = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(metrics::Refused::Unauthorized(why)) = metrics::authorize(&m, auth) {
+            return Ok(text(
+                StatusCode::FORBIDDEN,
+                "application/xml",
+                format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>AccessDenied</Code>\
+                     <Message>Access Denied: {why}</Message><Resource>{path}</Resource></Error>"
+                ),
+            ));
+        }
+        let body = if path.ends_with("/cluster") {
+            metrics::cluster(&m)
+        } else {
+            metrics::node(&m)
+        };
+        return Ok(text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            body,
+        ));
+    }
     if (req.method() == Method::GET || req.method() == Method::HEAD)
         && matches!(
             path,
@@ -262,6 +299,17 @@ async fn run(args: ServerArgs) -> Result<(), BoxErr> {
         .await
         .map_err(|e| format!("listen on {console_addr}: {e}"))?;
     let api_local = api_listener.local_addr()?;
+    let m = Arc::new(metrics::Server {
+        addr: api_local.to_string(),
+        volume: root.clone(),
+        user: user.clone(),
+        pass: pass.clone(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        public: std::env::var("MINIO_PROMETHEUS_AUTH_TYPE").as_deref() == Ok("public"),
+    });
     let console_local = console_listener.local_addr()?;
     if args.console_address.is_none() {
         eprintln!(
@@ -294,7 +342,8 @@ async fn run(args: ServerArgs) -> Result<(), BoxErr> {
         let io = TokioIo::new(sock);
         if is_api {
             let s3 = s3.clone();
-            let svc = service_fn(move |req| api(s3.clone(), req));
+            let m = m.clone();
+            let svc = service_fn(move |req| api(s3.clone(), m.clone(), req));
             let conn = conn_builder.serve_connection(io, svc).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
