@@ -19,6 +19,7 @@ pub mod payload;
 pub mod ready;
 pub mod redact;
 pub mod resolve;
+pub mod scrape;
 pub mod seed;
 pub mod target;
 pub mod verify;

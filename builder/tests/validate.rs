@@ -312,3 +312,33 @@ fn plan_shows_guests_ports_links_and_images() {
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn inventory_prometheus_is_file_sd_json() {
+    let lab = "tests/fixtures/validate/ok/homelab-metrics.yaml";
+    let out = imgbuild(&["inventory", "--format", "prometheus", "--lab", lab]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let groups = v.as_array().expect("a list of target groups");
+    assert_eq!(groups.len(), 6, "{v}");
+    for g in groups {
+        assert_eq!(g["targets"].as_array().map(Vec::len), Some(1), "{g}");
+        for l in ["job", "__metrics_path__", "guest", "role", "vmid"] {
+            assert!(g["labels"][l].is_string(), "{l} missing in {g}");
+        }
+    }
+    // No exporters without a metrics section: said, not an empty file.
+    let out = imgbuild(&[
+        "inventory",
+        "--format",
+        "prometheus",
+        "--lab",
+        "tests/fixtures/validate/ok/homelab.yaml",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no `metrics:` section"),
+        "{}",
+        text(&out.stderr)
+    );
+}

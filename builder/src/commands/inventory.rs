@@ -2,7 +2,9 @@
 //! Terraform + Ansible flow generated them: one group per role, each host's
 //! address, root as the SSH user and the lab's key. `--format ansible` is a
 //! YAML inventory file; `--format json` is Ansible's dynamic-inventory JSON
-//! (what `ansible-inventory --list` prints), usable from a script.
+//! (what `ansible-inventory --list` prints), usable from a script;
+//! `--format prometheus` is file-based service discovery for a Prometheus
+//! the user already runs (see [`crate::scrape`]).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +19,8 @@ pub enum Format {
     Ansible,
     /// Ansible's dynamic-inventory JSON.
     Json,
+    /// Prometheus file_sd targets (`file_sd_configs: [{files: [FILE]}]`).
+    Prometheus,
 }
 
 #[derive(Debug, clap::Args)]
@@ -107,6 +111,18 @@ pub fn run(args: Args) -> Result<()> {
             serde_yaml::to_string(&ansible(&lab))?
         ),
         Format::Json => println!("{}", serde_json::to_string_pretty(&dynamic(&lab))?),
+        Format::Prometheus => {
+            if lab.metrics.is_none() {
+                anyhow::bail!(
+                    "{}: the lab has no `metrics:` section, so no guest runs an exporter; add `metrics: {{allow: [MONITORING-ADDRESS]}}` and redeploy",
+                    args.lab.display()
+                );
+            }
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::scrape::file_sd(&lab))?
+            );
+        }
     }
     Ok(())
 }
