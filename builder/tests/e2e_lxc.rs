@@ -17,7 +17,9 @@
 //!    the guest as gone, `status` reports it stopped, and the next `up`
 //!    repairs it; the end state equals the uncut run's (the agent's files
 //!    byte for byte, the accounts), an object put before a cut is kept, and
-//!    `verify` passes again. Then `down` again, leaving nothing.
+//!    `verify` passes again.
+//! 5. A changed seed (one more bucket): `up` recreates the guest from its
+//!    image, and `verify` finds the new bucket. Then `down`, leaving nothing.
 //!
 //! Needs root and the cached peers from `scripts/peers` (IMGBUILD_TEST_CACHE).
 
@@ -244,6 +246,46 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
 
     // 4. up after down, with power cuts during the first boot.
     power_cuts(&lab, &rootfs, &reference, t0);
+
+    // 5. A changed seed (one more bucket): up recreates the guest from the
+    // image with the new seed, and verify finds the new bucket.
+    let text = fs::read_to_string(&lab.lab.path).unwrap();
+    let from = format!("buckets: [{}]", BUCKETS.join(", "));
+    assert!(text.contains(&from), "the fixture lab lists {from}");
+    fs::write(
+        &lab.lab.path,
+        text.replace(
+            &from,
+            &format!("buckets: [{}, added-later]", BUCKETS.join(", ")),
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let rows = lab.up(UP);
+    assert_eq!(row(&rows, GUEST)["action"], "created", "{rows:?}");
+    assert_eq!(row(&rows, GUEST)["state"], "ready", "{rows:?}");
+    agent_ready(&rootfs);
+    let (report, o) = lab.verify(Duration::from_secs(600));
+    assert!(
+        o.ok() && report["ok"] == true,
+        "verify after the seed change:\n{}",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+    assert!(
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["check"] == "s3: bucket added-later" && c["ok"] == true),
+        "verify did not check the added bucket"
+    );
+    say(
+        t0,
+        format!(
+            "changed seed: up recreated {GUEST} in {:.1} s; verify passes with the new bucket",
+            t.elapsed().as_secs_f64()
+        ),
+    );
     lab.down();
     lab.assert_nothing_left(&[VMID]);
     say(t0, "down after the power cuts: nothing left".into());

@@ -60,6 +60,18 @@ pub enum Action {
     Created,
 }
 
+/// What `up` does to one guest: nothing when it runs with the same inputs
+/// (`same`: its fingerprint is unchanged), a restart on its own disk when
+/// only its process is gone, else a fresh creation (new, or any input
+/// changed: seed, image, resources, network).
+pub fn decide(same: bool, alive: bool, has_disk: bool) -> Action {
+    match (same, alive, has_disk) {
+        (true, true, _) => Action::Unchanged,
+        (true, false, true) => Action::Restarted,
+        _ => Action::Created,
+    }
+}
+
 /// One guest after `up` or for `status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestRow {
@@ -197,13 +209,7 @@ pub fn up(
             .is_some_and(|p| p.alive());
         let same = prev.as_ref().is_some_and(|p| p.fingerprint == fp);
         let dir = labdir.guest_dir(name);
-        let action = if same && alive {
-            Action::Unchanged
-        } else if same && guest::has_disk(&dir, g.kind) {
-            Action::Restarted
-        } else {
-            Action::Created
-        };
+        let action = decide(same, alive, guest::has_disk(&dir, g.kind));
         if action != Action::Unchanged {
             if let Some(p) = &prev {
                 guest::stop(p);
@@ -498,4 +504,57 @@ pub fn locate(lab: &Lab, state_root: &Path) -> Result<(LabDir, net::Netns)> {
         );
     }
     Ok((labdir, netns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_inputs_running_is_left_alone_dead_is_restarted_changed_is_recreated() {
+        assert_eq!(decide(true, true, true), Action::Unchanged);
+        assert_eq!(decide(true, false, true), Action::Restarted);
+        // Dead and its disk is gone too: nothing to restart from.
+        assert_eq!(decide(true, false, false), Action::Created);
+        // A changed seed or image recreates it, running or not.
+        assert_eq!(decide(false, true, true), Action::Created);
+        assert_eq!(decide(false, false, true), Action::Created);
+    }
+
+    #[test]
+    fn a_changed_seed_or_image_changes_only_that_guests_fingerprint() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/seed/lab.yaml");
+        let lab = crate::model::lab::load(&p).unwrap();
+        let image = Baked {
+            path: "x".into(),
+            sha256: "aa".into(),
+        };
+        let fp = |lab: &Lab, name: &str, image: &Baked| {
+            let g = lab.guest(name).unwrap();
+            let seed = crate::seed::for_guest(lab, name).unwrap();
+            guest::Desired {
+                lab,
+                guest: g,
+                image,
+                seed: &seed,
+                seed_yaml: seed.to_yaml(),
+                instance_id: seed.instance_id(),
+                memory_mib: 1024,
+                mac: vm::mac_for("lab", name),
+            }
+            .fingerprint()
+        };
+        let (minio, devlab) = (fp(&lab, "minio", &image), fp(&lab, "devlab", &image));
+        let mut changed = lab.clone();
+        let os = changed.guests[0].roles.object_store.as_mut().unwrap();
+        os.buckets.push("more".into());
+        assert_ne!(fp(&changed, "minio", &image), minio, "minio's seed changed");
+        assert_eq!(fp(&changed, "devlab", &image), devlab, "devlab's did not");
+        let rebaked = Baked {
+            sha256: "bb".into(),
+            ..image.clone()
+        };
+        assert_ne!(fp(&lab, "devlab", &rebaked), devlab);
+    }
 }
