@@ -211,8 +211,13 @@ pub fn up(
         let dir = labdir.guest_dir(name);
         let action = decide(same, alive, guest::has_disk(&dir, g.kind));
         if action != Action::Unchanged {
-            if let Some(p) = &prev {
+            if let Some(p) = prev.as_ref().filter(|p| p.proc.is_some_and(|p| p.alive())) {
+                let t = Instant::now();
                 guest::stop(p);
+                say(format!(
+                    "{name}: stopped in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                ));
             }
         }
         let kvm_bad = state.kvm_bad.clone();
@@ -243,6 +248,10 @@ pub fn up(
             }
         };
         if action != Action::Unchanged {
+            say(format!(
+                "{name}: started in {:.1} s",
+                t.elapsed().as_secs_f64()
+            ));
             if let Some(a) = &st.accel {
                 say(format!(
                     "{name}: QEMU under {}{} (started in {:.1} s)",
