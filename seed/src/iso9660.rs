@@ -21,6 +21,8 @@ struct DirRecord {
     size: u32,
     is_dir: bool,
     name: String,
+    /// The name came from a Rock Ridge `NM` entry.
+    rock_ridge: bool,
 }
 
 fn read_at<R: Read + Seek>(r: &mut R, off: u64, len: usize) -> Result<Vec<u8>> {
@@ -51,6 +53,11 @@ pub fn volume_label<R: Read + Seek>(r: &mut R) -> Result<Option<String>> {
 }
 
 /// Reads the file at `path` (components separated by `/`), `None` if absent.
+///
+/// Linux mounts show the Rock Ridge tree when there is one, so on a volume
+/// with Rock Ridge and Joliet both trees must agree about the file (both
+/// without it, or both with the same bytes): a volume that shows one seed to
+/// a person looking at the mounted disk and another to the agent is refused.
 pub fn read_file<R: Read + Seek>(r: &mut R, path: &str) -> Result<Option<Vec<u8>>> {
     let mut primary_root = None;
     let mut joliet_root = None;
@@ -69,22 +76,42 @@ pub fn read_file<R: Read + Seek>(r: &mut R, path: &str) -> Result<Option<Vec<u8>
         }
     }
     let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
-    if let Some(root) = joliet_root {
-        if let Some(found) = lookup(r, root, &components, true, false)? {
-            return Ok(Some(found));
-        }
-    }
     let root = primary_root.context("ISO 9660 volume without a primary volume descriptor")?;
-    let root2 = DirRecord {
-        extent: root.extent,
-        size: root.size,
+    let copy = |d: &DirRecord| DirRecord {
+        extent: d.extent,
+        size: d.size,
         is_dir: true,
         name: String::new(),
+        rock_ridge: false,
     };
-    if let Some(found) = lookup(r, root, &components, false, false)? {
+    let rock_ridge = read_dir(r, &root, false)?.iter().any(|e| e.rock_ridge);
+    let joliet = match joliet_root {
+        Some(j) => Some(lookup(r, j, &components, true, false)?),
+        None => None,
+    };
+    if rock_ridge {
+        let rr = lookup(r, copy(&root), &components, false, false)?;
+        if let Some(j) = &joliet {
+            if *j != rr {
+                let what = match (j.is_some(), rr.is_some()) {
+                    (true, true) => "hold different bytes",
+                    (true, false) => "disagree: only the Joliet tree has it",
+                    _ => "disagree: only the Rock Ridge tree has it",
+                };
+                bail!(
+                    "the volume's Joliet and Rock Ridge trees {what} for {path} (a Linux mount shows Rock Ridge): refusing a volume that shows two different seeds"
+                );
+            }
+        }
+        return Ok(rr);
+    }
+    if let Some(Some(found)) = joliet {
         return Ok(Some(found));
     }
-    lookup(r, root2, &components, false, true)
+    if let Some(found) = lookup(r, copy(&root), &components, false, false)? {
+        return Ok(Some(found));
+    }
+    lookup(r, root, &components, false, true)
 }
 
 fn lookup<R: Read + Seek>(
@@ -161,6 +188,7 @@ fn parse_record(b: &[u8], joliet: bool) -> Result<DirRecord> {
     let raw = &b[33..33 + name_len];
     let is_dir = b[25] & 2 != 0;
     let special = name_len == 1 && (raw[0] == 0 || raw[0] == 1);
+    let mut rock_ridge = false;
     let name = if special {
         String::new()
     } else if joliet {
@@ -174,14 +202,20 @@ fn parse_record(b: &[u8], joliet: bool) -> Result<DirRecord> {
     } else {
         // System use area (Rock Ridge) follows the name, padded to even.
         let su_start = 33 + name_len + (1 - name_len % 2);
-        rock_ridge_name(b.get(su_start..).unwrap_or_default())
-            .unwrap_or_else(|| String::from_utf8_lossy(raw).to_string())
+        match rock_ridge_name(b.get(su_start..).unwrap_or_default()) {
+            Some(n) => {
+                rock_ridge = true;
+                n
+            }
+            None => String::from_utf8_lossy(raw).to_string(),
+        }
     };
     Ok(DirRecord {
         extent: u32le(b, 2),
         size: u32le(b, 10),
         is_dir,
         name,
+        rock_ridge,
     })
 }
 
@@ -265,6 +299,87 @@ mod tests {
                 "{args:?}"
             );
         }
+    }
+
+    fn utf16(s: &str) -> Vec<u8> {
+        s.encode_utf16().flat_map(|u| u.to_be_bytes()).collect()
+    }
+
+    fn swap_all(data: &mut [u8], a: &[u8], b: &[u8]) -> usize {
+        let mut n = 0;
+        let mut i = 0;
+        while i + a.len() <= data.len() {
+            if &data[i..i + a.len()] == a {
+                data[i..i + a.len()].copy_from_slice(b);
+                n += 1;
+                i += a.len();
+            } else if &data[i..i + b.len()] == b {
+                data[i..i + b.len()].copy_from_slice(a);
+                n += 1;
+                i += b.len();
+            } else {
+                i += 1;
+            }
+        }
+        n
+    }
+
+    /// Issue 9 item 14: a volume whose Joliet tree names another file
+    /// `seed.yaml` than its Rock Ridge tree does is refused.
+    #[test]
+    fn joliet_and_rock_ridge_must_agree() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        std::fs::create_dir_all(tree.join("imgbuild")).unwrap();
+        std::fs::write(
+            tree.join("imgbuild/seed.yaml"),
+            b"version: 1\nhostname: a\n",
+        )
+        .unwrap();
+        std::fs::write(
+            tree.join("imgbuild/seee.yaml"),
+            b"version: 1\nhostname: b\n",
+        )
+        .unwrap();
+        let iso = d.path().join("x.iso");
+        let out = Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o"])
+            .arg(&iso)
+            .arg(&tree)
+            .output()
+            .expect("xorriso must be installed (apt-get install xorriso)");
+        assert!(out.status.success());
+        let mut data = std::fs::read(&iso).unwrap();
+        let mut c = std::io::Cursor::new(data.clone());
+        assert_eq!(
+            read_file(&mut c, "imgbuild/seed.yaml").unwrap().unwrap(),
+            b"version: 1\nhostname: a\n"
+        );
+        // Swap the two names in the Joliet tree only (UTF-16; Rock Ridge
+        // names are bytes): Joliet's seed.yaml is now the other file.
+        assert_eq!(
+            swap_all(&mut data, &utf16("seed.yaml"), &utf16("seee.yaml")),
+            2
+        );
+        let mut c = std::io::Cursor::new(data.clone());
+        let e = read_file(&mut c, "imgbuild/seed.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hold different bytes"), "{e}");
+        // Only in Joliet: rename Rock Ridge's entries away.
+        assert_eq!(
+            swap_all(
+                &mut data,
+                b"NM\x0e\x01\x00seed.yaml",
+                b"NM\x0e\x01\x00sexd.yaml"
+            ),
+            1
+        );
+        let mut c = std::io::Cursor::new(data);
+        let e = read_file(&mut c, "imgbuild/seed.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only the Joliet tree"), "{e}");
     }
 
     #[test]
