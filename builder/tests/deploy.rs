@@ -1516,3 +1516,72 @@ fn upgrades_keep_data_volumes_and_only_purge_data_deletes_them() {
     let lvm = sd.state()["volumes"]["pve"]["local-lvm"].clone();
     assert_eq!(lvm, json!({}), "{lvm}");
 }
+
+#[test]
+fn an_upgrade_cut_by_faults_converges_with_the_data_volume_kept() {
+    let sd = Standin::start(&config(&["pve"]));
+    let lab = Lab::new(&sd, "homelab.yaml");
+    lab.write_lab("homelab.yaml", with_vm_object_store);
+    ok(lab.deploy());
+    let (_, ct_rec) = data_volume(&sd, 200, "mp0");
+    let (_, vm_rec) = data_volume(&sd, 100, "scsi1");
+    rebake(&lab, 1);
+    sd.control(
+        "PUT",
+        "faults",
+        Some(&json!({"rate": 0.2, "seed": 3, "kinds": ["500", "drop_before", "drop_after", "task_fail", "latency"], "latency_ms": 50})),
+    );
+    let mut done = false;
+    for round in 0..30 {
+        let o = lab.deploy();
+        no_secret_leaks(&o);
+        // At every point each data volume exists exactly once: on its guest or its holder.
+        let st = sd.state();
+        let lvm = st["volumes"]["pve"]["local-lvm"]
+            .as_object()
+            .unwrap()
+            .clone();
+        for rec in [&ct_rec, &vm_rec] {
+            let n = lvm
+                .values()
+                .filter(|v| v["ctime"] == rec["ctime"] && v["size"] == rec["size"])
+                .count();
+            assert!(n >= 1, "round {round}: a data volume is gone: {lvm:?}");
+        }
+        if o.status.success() {
+            eprintln!("upgrade converged after {} failed round(s)", round);
+            done = true;
+            break;
+        }
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    }
+    assert!(
+        done,
+        "the upgrade did not converge in 30 rounds under 20% faults"
+    );
+    sd.control(
+        "PUT",
+        "faults",
+        Some(&json!({"rate": 0.0, "seed": 1, "kinds": []})),
+    );
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+    let g = guests(&sd);
+    assert_eq!(
+        g.len(),
+        2,
+        "no holder left: {:?}",
+        g.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(data_volume(&sd, 200, "mp0").1["ctime"], ct_rec["ctime"]);
+    assert_eq!(data_volume(&sd, 100, "scsi1").1["ctime"], vm_rec["ctime"]);
+    let lvm = sd.state()["volumes"]["pve"]["local-lvm"]
+        .as_object()
+        .unwrap()
+        .len();
+    assert_eq!(
+        lvm, 4,
+        "two system disks and two data volumes, nothing leaked"
+    );
+}

@@ -539,7 +539,7 @@ async fn update(ctx: &Ctx<'_>, d: &Desired, changes: &[Change]) -> Result<()> {
     }
     if changes
         .iter()
-        .any(|c| matches!(c, Change::AttachData { .. }))
+        .any(|c| matches!(c, Change::AttachData { .. } | Change::RemoveHolder { .. }))
     {
         super::volumes::unpark(ctx, s).await?;
     }

@@ -111,6 +111,10 @@ pub enum Change {
     AttachData {
         holder: u32,
     },
+    /// An empty data holder is left from a cut run: remove it.
+    RemoveHolder {
+        holder: u32,
+    },
 }
 
 impl std::fmt::Display for Change {
@@ -126,6 +130,9 @@ impl std::fmt::Display for Change {
             Change::Start => write!(f, "start (it is stopped)"),
             Change::AttachData { holder } => {
                 write!(f, "attach its data volume parked on holder {holder}")
+            }
+            Change::RemoveHolder { holder } => {
+                write!(f, "remove the empty data holder {holder}")
             }
             Change::RemoveTemplate => write!(f, "remove its seeded template (it holds secrets)"),
         }

@@ -178,6 +178,7 @@ pub fn annotate(plan: &mut Plan, topo: &Topology, st: &DataState) {
         let Some(d) = &spec.data else { continue };
         let holder = holder_vmid(spec.vmid);
         let parked = st.on_holder.get(&spec.vmid).copied().unwrap_or(false);
+        let empty_holder = st.on_holder.get(&spec.vmid) == Some(&false);
         let attached = st.on_guest.get(&spec.vmid).copied().unwrap_or(false);
         gp.data = match &mut gp.action {
             Action::Create if parked => Some(DataStep::Reattach { holder }),
@@ -203,6 +204,16 @@ pub fn annotate(plan: &mut Plan, topo: &Topology, st: &DataState) {
                     changes: vec![Change::AttachData { holder }],
                 };
                 Some(DataStep::Reattach { holder })
+            }
+            Action::Update { changes } if empty_holder && attached => {
+                changes.push(Change::RemoveHolder { holder });
+                None
+            }
+            Action::Unchanged | Action::Finish if empty_holder && attached => {
+                gp.action = Action::Update {
+                    changes: vec![Change::RemoveHolder { holder }],
+                };
+                None
             }
             _ if !attached => {
                 gp.notes.push(format!(
