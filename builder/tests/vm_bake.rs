@@ -544,16 +544,15 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
 }
 
 #[test]
-fn bakes_the_cached_ubuntu_shaped_base_when_present() {
+fn bakes_the_cached_ubuntu_shaped_base() {
     let cache = cache_dir();
     let base = cache.join("bases/ubuntu-22.04-server-cloudimg-amd64.img");
-    if !base.exists() {
-        eprintln!(
-            "{} not built yet; skipping the full-base bake",
-            base.display()
-        );
-        return;
-    }
+    // A missing peer fails the test (never a silent pass).
+    assert!(
+        base.exists(),
+        "{} is missing: build the test peers with scripts/peers (scripts/test does)",
+        base.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let tree = payload(dir.path());
     let out = dir.path().join("full.qcow2");
@@ -577,19 +576,21 @@ fn bakes_the_cached_ubuntu_shaped_base_when_present() {
 
 /// The real payload (Spark, the JRE, the object-store binary from the test
 /// mirror) into the Ubuntu-shaped base, with stage timings next to a plain
-/// `qemu-img convert` of the same base (the floor). Runs when the cached base
-/// and mirror exist.
+/// `qemu-img convert` of the same base (the floor). Needs the test peers.
 #[test]
-fn bakes_real_payload_from_the_mirror_when_present() {
+fn bakes_real_payload_from_the_mirror() {
     let cache = cache_dir();
     let base = cache.join("bases/ubuntu-22.04-server-cloudimg-amd64.img");
     let mirror = cache.join("mirror");
     let spark = mirror.join("spark-3.5.9-bin-hadoop3.tgz");
     let jre = mirror.join("OpenJDK17U-jre_x64_linux_hotspot_17.0.17_10.tar.gz");
     let minio = mirror.join("minio.RELEASE.2025-10-15T17-29-55Z");
-    if ![&base, &spark, &jre, &minio].iter().all(|p| p.exists()) {
-        eprintln!("test base or mirror not built yet; skipping the real-payload bake");
-        return;
+    for p in [&base, &spark, &jre, &minio] {
+        assert!(
+            p.exists(),
+            "{} is missing: build the test peers with scripts/peers (scripts/test does)",
+            p.display()
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     // Unpacks are reused from the cache (the unpacker keeps a manifest).
