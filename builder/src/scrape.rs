@@ -67,7 +67,8 @@ pub fn targets(lab: &Lab) -> Vec<Target> {
                 v.push(t(
                     "spark-master",
                     ms.ui_port.get(),
-                    "/metrics/master/prometheus",
+                    // With the slash: Spark's Jetty redirects the bare path.
+                    "/metrics/master/prometheus/",
                     "spark_master",
                     false,
                 ));
@@ -76,7 +77,7 @@ pub fn targets(lab: &Lab) -> Vec<Target> {
                 v.push(t(
                     "spark-worker",
                     w.ui_port.get(),
-                    "/metrics/prometheus",
+                    "/metrics/prometheus/",
                     "spark_worker",
                     false,
                 ));
@@ -155,9 +156,9 @@ mod tests {
                 (
                     "spark-master",
                     "192.168.1.100:8080",
-                    "/metrics/master/prometheus"
+                    "/metrics/master/prometheus/"
                 ),
-                ("spark-worker", "192.168.1.100:8081", "/metrics/prometheus"),
+                ("spark-worker", "192.168.1.100:8081", "/metrics/prometheus/"),
             ]
         );
         assert_eq!(

@@ -110,6 +110,8 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
         ),
     );
 
+    metrics_checks(&lab, &rootfs, &status, t0);
+
     let t = Instant::now();
     let (report, o) = lab.verify(Duration::from_secs(600));
     assert!(
@@ -534,6 +536,112 @@ fn power_cuts(lab: &UpLab, rootfs: &Path, reference: &AgentState, t0: Instant) {
 }
 
 /// HTTP status of a GET from the host (0: no answer).
+/// Issue 11: the agent's readiness checked every metrics endpoint (node
+/// exporter, MinIO's cluster metrics, Spark's servlets); its outcome is in
+/// the textfile collector and the exporter serves it; the exporter answers
+/// the lab's monitoring address and drops the gateway's; its idle memory
+/// and CPU are measured.
+fn metrics_checks(lab: &UpLab, rootfs: &Path, status: &Status, t0: Instant) {
+    for step in [
+        "check:node-exporter",
+        "check:minio-metrics",
+        "check:spark-master-metrics",
+        "check:spark-worker-metrics",
+    ] {
+        assert_eq!(
+            step_state(status, step),
+            Some(StepState::Done),
+            "{step}: {}",
+            position(status)
+        );
+    }
+    let prom =
+        fs::read_to_string(rootfs.join("var/lib/node_exporter/textfile/imgbuild_firstboot.prom"))
+            .expect("the agent's textfile");
+    let id = status.instance_id.as_deref().unwrap();
+    assert!(
+        prom.contains(&format!("imgbuild_firstboot_info{{instance_id=\"{id}\","))
+            && prom.contains("imgbuild_firstboot_ready 1\n"),
+        "{prom}"
+    );
+    let ns = lab.netns_name();
+    let ip = |args: &[&str]| {
+        Command::new("ip")
+            .args(["-n", &ns])
+            .args(args)
+            .status()
+            .expect("ip")
+    };
+    assert!(ip(&["addr", "add", "10.77.0.5/24", "dev", "vmbr0"]).success());
+    let curl = |from: &str| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "curl",
+                "-s",
+                "-m",
+                "5",
+                "--interface",
+                from,
+            ])
+            .arg(format!("http://{ADDR}:9100/metrics"))
+            .output()
+            .expect("curl")
+    };
+    let allowed = curl("10.77.0.5");
+    let other = curl("10.77.0.1");
+    ip(&["addr", "del", "10.77.0.5/24", "dev", "vmbr0"]);
+    let body = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        allowed.status.success()
+            && body.contains("node_cpu_seconds_total")
+            && body.contains("imgbuild_firstboot_ready 1"),
+        "the exporter from the monitoring address: {}\n{}",
+        String::from_utf8_lossy(&allowed.stderr),
+        &body[..body.len().min(2000)]
+    );
+    // curl exit 28: timed out (dropped), not refused (7).
+    assert_eq!(other.status.code(), Some(28), "from the gateway: {other:?}");
+    // The exporter at idle: resident memory and CPU over 10 s.
+    // The container's node_exporter: the one in its unit's cgroup (its own
+    // mount namespace hides which root it sees).
+    let pid = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .find(|e| {
+            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "node_exporter")
+                && fs::read_to_string(e.path().join("cgroup"))
+                    .is_ok_and(|c| c.contains("/node-exporter.service"))
+        })
+        .map(|e| e.path())
+        .expect("a node_exporter process in the container");
+    let ticks = || {
+        let stat = fs::read_to_string(pid.join("stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let (c0, w0) = (ticks(), Instant::now());
+    std::thread::sleep(Duration::from_secs(10));
+    let cpu = (ticks() - c0) as f64 / 100.0 / w0.elapsed().as_secs_f64() * 100.0;
+    let rss = fs::read_to_string(pid.join("status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    say(
+        t0,
+        format!("metrics: all endpoints ready; node exporter answers 10.77.0.5, drops 10.77.0.1; idle RSS {rss}, CPU {cpu:.2}% of a core over 10 s (unscraped)"),
+    );
+}
+
 fn http_code(url: &str) -> u32 {
     let o = Command::new("curl")
         .args([

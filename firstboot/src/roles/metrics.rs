@@ -97,7 +97,8 @@ pub fn services(seed: &Seed, m: &Metrics, plan: &mut Plan) {
                 name: "spark-master-metrics".into(),
                 host: ms.host.as_str().into(),
                 port: ms.ui_port.get(),
-                path: SPARK_MASTER_PATH.into(),
+                // Spark's Jetty redirects the bare path to its slash form (302).
+                path: format!("{SPARK_MASTER_PATH}/"),
                 deadline: Duration::from_secs(120),
             });
         }
@@ -106,7 +107,7 @@ pub fn services(seed: &Seed, m: &Metrics, plan: &mut Plan) {
                 name: "spark-worker-metrics".into(),
                 host: "127.0.0.1".into(),
                 port: w.ui_port.get(),
-                path: SPARK_WORKER_PATH.into(),
+                path: format!("{SPARK_WORKER_PATH}/"),
                 deadline: Duration::from_secs(120),
             });
         }
@@ -427,7 +428,8 @@ mod tests {
             .ends_with("spark.ui.prometheus.enabled true\n"));
         let r = p.render(false);
         assert!(r.contains("check:spark-master-metrics GET http://"), "{r}");
-        assert!(r.contains(":8081/metrics/prometheus within"), "{r}");
+        assert!(r.contains(":8080/metrics/master/prometheus/ within"), "{r}");
+        assert!(r.contains(":8081/metrics/prometheus/ within"), "{r}");
     }
 
     #[test]
