@@ -199,7 +199,7 @@ pub fn up(
             seed_yaml: seed.to_yaml(),
             instance_id: seed.instance_id(),
             memory_mib,
-            mac: vm::mac_for(&labdir.id, name),
+            mac: crate::resolve::mac_for(&labdir.id, name),
         };
         let fp = desired.fingerprint();
         let prev = state.guests.get(name).cloned();
@@ -550,7 +550,7 @@ mod tests {
                 seed_yaml: seed.to_yaml(),
                 instance_id: seed.instance_id(),
                 memory_mib: 1024,
-                mac: vm::mac_for("lab", name),
+                mac: crate::resolve::mac_for("lab", name),
             }
             .fingerprint()
         };

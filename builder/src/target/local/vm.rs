@@ -184,11 +184,3 @@ pub fn boot(
     create_overlay(base, &spec.disk, disk_gib)?;
     Ok((spawn(netns, spec, Accel::Tcg)?, Accel::Tcg, Some(why)))
 }
-
-/// A stable locally administered MAC for a guest: Proxmox's prefix
-/// `BC:24:11` and three bytes of the lab's and guest's hash.
-pub fn mac_for(lab_id: &str, guest: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(format!("{lab_id}/{guest}").as_bytes());
-    format!("bc:24:11:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2])
-}
