@@ -267,6 +267,13 @@ mod tests {
     use super::*;
     use crate::status::Step;
 
+    fn default_metrics() -> Metrics {
+        Metrics {
+            node_exporter: Default::default(),
+            object_store_auth: ObjectStoreAuth::Bearer,
+        }
+    }
+
     fn status(state: State) -> Status {
         Status {
             instance_id: Some("ab12".into()),
@@ -430,6 +437,32 @@ mod tests {
         assert!(r.contains("check:spark-master-metrics GET http://"), "{r}");
         assert!(r.contains(":8080/metrics/master/prometheus/ within"), "{r}");
         assert!(r.contains(":8081/metrics/prometheus/ within"), "{r}");
+    }
+
+    #[test]
+    fn unit_exposure_is_at_most_4() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join(UNIT);
+        std::fs::write(&f, unit(&default_metrics())).unwrap();
+        let o = std::process::Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(&f)
+            .output()
+            .expect("systemd-analyze (Debian package systemd) must be installed");
+        let out = String::from_utf8_lossy(&o.stdout);
+        let level: f64 = out
+            .lines()
+            .find_map(|l| l.split("Overall exposure level for ").nth(1))
+            .and_then(|l| l.split(": ").nth(1))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no exposure level in:\n{out}\n{}",
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            });
+        assert!(level <= 4.0, "exposure {level} > 4.0:\n{out}");
     }
 
     #[test]
