@@ -1585,3 +1585,27 @@ fn an_upgrade_cut_by_faults_converges_with_the_data_volume_kept() {
         "two system disks and two data volumes, nothing leaked"
     );
 }
+
+#[test]
+fn homelab_on_pve_9_1() {
+    // The 9.1 schema (the stand-in validates against it for 9.x hosts).
+    let mut cfg = config(&["pve"]);
+    cfg["version"] = json!("9.1.1");
+    let sd = Standin::start(&cfg);
+    let lab = Lab::new(&sd, "homelab.yaml");
+    let o = ok(lab.deploy());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Proxmox VE 9.1.1"),
+        "{}",
+        text(&o)
+    );
+    let g = guests(&sd);
+    assert_eq!(g.len(), 2, "{g:?}");
+    assert_eq!(guest(&g, 100)["status"], "running");
+    assert_eq!(guest(&g, 200)["status"], "running");
+    sd.reset_requests();
+    ok(lab.deploy());
+    assert!(sd.mutating().is_empty(), "{:?}", sd.mutating());
+    ok(lab.imgbuild(&["destroy", "--yes", "--purge-data"]));
+    assert!(guests(&sd).is_empty());
+}
