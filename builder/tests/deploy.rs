@@ -246,7 +246,7 @@ impl Lab {
             netns: sd.netns.clone(),
         };
         lab.write_lab(file, |s| s);
-        lab.make_images();
+        lab.make_images(0);
         lab
     }
 
@@ -276,21 +276,28 @@ impl Lab {
         std::fs::write(self.path(), edit(text)).unwrap();
     }
 
-    /// dist/: a real (small) qcow2 and a real tar.zst, with bake-style manifests.
-    fn make_images(&self) {
+    /// dist/: a real (small) qcow2 and a real tar.zst, with bake-style
+    /// manifests. Generation `n` gives other bytes, hence other digests (a new bake).
+    fn make_images(&self, n: u32) {
         let dist = self.dir.path().join("dist");
         std::fs::create_dir_all(&dist).unwrap();
         let q = dist.join("ubuntu-22.04-vm.qcow2");
+        let _ = std::fs::remove_file(&q);
         let st = Command::new("qemu-img")
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&q)
-            .arg("3G")
+            .arg(format!("{}G", 3 + n))
             .status()
             .expect("qemu-img");
         assert!(st.success());
         let root = self.dir.path().join("rootfs");
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::write(root.join("etc/hostname"), "template\n").unwrap();
+        let hostname = if n == 0 {
+            "template\n".to_string()
+        } else {
+            format!("template-{n}\n")
+        };
+        std::fs::write(root.join("etc/hostname"), hostname).unwrap();
         let t = dist.join("ubuntu-22.04-lxc.tar.zst");
         let st = Command::new("tar")
             .args(["--zstd", "--numeric-owner", "-C"])
@@ -1291,30 +1298,7 @@ fn preflight_backup_storage_and_privileges() {
 
 /// A new bake of both images (other bytes, other digests).
 fn rebake(lab: &Lab, n: u32) {
-    let dist = lab.dir.path().join("dist");
-    let q = dist.join("ubuntu-22.04-vm.qcow2");
-    std::fs::remove_file(&q).unwrap();
-    let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&q)
-        .arg(format!("{}G", 3 + n))
-        .status()
-        .expect("qemu-img");
-    assert!(st.success());
-    let root = lab.dir.path().join("rootfs");
-    std::fs::write(root.join("etc/hostname"), format!("template-{n}\n")).unwrap();
-    let t = dist.join("ubuntu-22.04-lxc.tar.zst");
-    let st = Command::new("tar")
-        .args(["--zstd", "--numeric-owner", "-C"])
-        .arg(&root)
-        .arg("-cf")
-        .arg(&t)
-        .arg(".")
-        .status()
-        .expect("tar");
-    assert!(st.success());
-    lab.manifest("ubuntu-22.04-vm", &q);
-    lab.manifest("ubuntu-22.04-lxc", &t);
+    lab.make_images(n);
 }
 
 /// The data volume (volid) in a guest's config, and its stand-in record.

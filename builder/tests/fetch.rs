@@ -1560,10 +1560,8 @@ struct Gpg {
 
 impl Gpg {
     fn new(uid: &str) -> Gpg {
-        let home = tempfile::Builder::new()
-            .prefix("g")
-            .tempdir_in("/tmp")
-            .unwrap();
+        // A short name: gpg-agent's socket path must stay under ~100 bytes.
+        let home = tempfile::Builder::new().prefix("g").tempdir().unwrap();
         let g = Gpg {
             home,
             uid: uid.to_string(),

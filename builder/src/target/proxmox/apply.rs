@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::{Mutex, Semaphore};
 
-use super::api::{Api, ApiError, Idempotence};
+use super::api::{Api, Idempotence};
 use super::params::{Params, PropString};
 use super::plan::{Action, Change, Desired, Plan, Volume};
 use super::state::{self, Resource};
@@ -245,8 +245,15 @@ async fn guest_pipeline(
                     // The data volume outlives the old system (see volumes.rs).
                     super::volumes::park(ctx, &d.spec, &r).await?;
                 }
-                delete_guest_keep_refs(ctx, &r.node, r.kind().unwrap_or(d.spec.kind), r.vmid, name)
-                    .await?;
+                destroy(
+                    ctx,
+                    &r.node,
+                    r.kind().unwrap_or(d.spec.kind),
+                    r.vmid,
+                    name,
+                    false,
+                )
+                .await?;
             }
             create(ctx, d).await?;
         }
@@ -300,18 +307,12 @@ async fn create(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
     let s = &d.spec;
     ctx.check_stop()?;
     // Uploads first: the image (VMs), the seed media (both).
-    let (media_vol, media_storage) = match s.kind {
-        GuestKind::Vm => {
-            let import = ensure_image(ctx, d).await?;
-            let iso = ensure_seed_media(ctx, d).await?;
-            ((import, iso.clone()), s.storage.iso.clone())
-        }
-        GuestKind::Lxc => {
-            let tpl = ensure_seed_media(ctx, d).await?;
-            ((String::new(), tpl), s.storage.vztmpl.clone())
-        }
+    // (the image to import: VMs only; the seed media: both)
+    let import = match s.kind {
+        GuestKind::Vm => Some(ensure_image(ctx, d).await?),
+        GuestKind::Lxc => None,
     };
-    let _ = media_storage;
+    let media = ensure_seed_media(ctx, d).await?;
     ctx.check_stop()?;
     // A parked data volume comes back instead of a new one.
     let with_data = s.data.is_some() && !super::volumes::parked(ctx, s).await?;
@@ -338,11 +339,17 @@ async fn create(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
         let (path, params) = match s.kind {
             GuestKind::Vm => (
                 format!("/nodes/{}/qemu", s.node),
-                vm_params(ctx, d, &media_vol.0, &media_vol.1, with_data),
+                vm_params(
+                    ctx,
+                    d,
+                    import.as_deref().unwrap_or_default(),
+                    &media,
+                    with_data,
+                ),
             ),
             GuestKind::Lxc => (
                 format!("/nodes/{}/lxc", s.node),
-                lxc_params(ctx, d, &media_vol.1, with_data)?,
+                lxc_params(ctx, d, &media, with_data),
             ),
         };
         let data = ctx.api.post(&path, &params).await?;
@@ -407,7 +414,7 @@ fn vm_params(
     p
 }
 
-fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str, with_data: bool) -> Result<Params> {
+fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str, with_data: bool) -> Params {
     let s = &d.spec;
     let keys = ctx.lab.ssh.public_keys().join("\n");
     let mut p = Params::new()
@@ -454,7 +461,7 @@ fn lxc_params(ctx: &Ctx<'_>, d: &Desired, template_vol: &str, with_data: bool) -
     if let (true, Some(data)) = (with_data, &s.data) {
         p.push("mp0", super::volumes::create_value(s.kind, data));
     }
-    Ok(p)
+    p
 }
 
 /// Grows the root disk to the lab's size when it is smaller.
@@ -575,17 +582,8 @@ pub async fn delete_guest(
     destroy(ctx, node, kind, vmid, name, true).await
 }
 
-/// As [`delete_guest`], but the vmid stays in backup jobs (a replace).
-async fn delete_guest_keep_refs(
-    ctx: &Ctx<'_>,
-    node: &str,
-    kind: GuestKind,
-    vmid: u32,
-    name: &str,
-) -> Result<()> {
-    destroy(ctx, node, kind, vmid, name, false).await
-}
-
+/// Stops and destroys a guest; `purge` also drops its vmid from backup
+/// jobs, HA and replication (a replace keeps it there).
 async fn destroy(
     ctx: &Ctx<'_>,
     node: &str,
@@ -849,13 +847,9 @@ pub async fn delete_volume(ctx: &Ctx<'_>, node: &str, storage: &str, vid: &str) 
         return Ok(());
     }
     let path = format!("/nodes/{node}/storage/{storage}/content/{vid}");
-    match ctx.api.delete(&path, &Params::new()).await {
-        Ok(data) => task::run(&ctx.api, data, TASK_TIMEOUT)
-            .await
-            .map_err(Into::into),
-        Err(e @ ApiError::Status { .. }) => Err(e.into()),
-        Err(e) => Err(e.into()),
-    }
+    let data = ctx.api.delete(&path, &Params::new()).await?;
+    task::run(&ctx.api, data, TASK_TIMEOUT).await?;
+    Ok(())
 }
 
 /// Deletes this lab's volumes that no wanted guest uses any more (old
