@@ -126,7 +126,10 @@ pub fn resolve(lab: &Lab) -> Topology {
                 .filter(|p| {
                     matches!(
                         p.purpose,
-                        "object store console" | "spark master UI" | "spark worker UI"
+                        "object store console"
+                            | "spark master UI"
+                            | "spark worker UI"
+                            | "prometheus UI"
                     )
                 })
                 .map(|p| (p.purpose, p.port.get()))

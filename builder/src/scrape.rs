@@ -4,26 +4,32 @@
 //! [`file_sd`] renders them as Prometheus' file-based service discovery
 //! document (`imgbuild inventory --format prometheus`).
 
+use std::net::Ipv4Addr;
+
+use imgbuild_seed::monitoring::Job;
 use serde_json::{json, Value};
 
 use crate::model::lab::Lab;
 use crate::model::metrics::ObjectStoreAuth;
 
-/// One scrape target.
+/// One scrape target. Its metrics path and role label come from its
+/// [`Job`] (the seed contract's, which the monitoring guest renders too).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// `job` label: `node`, `minio-cluster`, `minio-node`, `spark-master`, `spark-worker`.
-    pub job: &'static str,
-    /// `host:port`.
-    pub address: String,
-    /// The metrics path.
-    pub path: &'static str,
+    pub job: Job,
+    pub host: Ipv4Addr,
+    pub port: u16,
     pub guest: String,
-    /// The role the exporter belongs to (`node` for the node exporter).
-    pub role: &'static str,
     pub vmid: u32,
     /// Needs the object store's bearer token.
     pub bearer: bool,
+}
+
+impl Target {
+    /// `host:port`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
 }
 
 /// Every target of the lab, in lab order; empty without a `metrics:` section
@@ -35,52 +41,26 @@ pub fn targets(lab: &Lab) -> Vec<Target> {
     let bearer = !matches!(m.object_store, ObjectStoreAuth::Public);
     let mut v = Vec::new();
     for g in &lab.guests {
-        let t = |job, port: u16, path, role, bearer| Target {
+        let t = |job, port: u16, bearer| Target {
             job,
-            address: format!("{}:{port}", g.address),
-            path,
+            host: g.address,
+            port,
             guest: g.name.to_string(),
-            role,
             vmid: g.vmid.get(),
             bearer,
         };
-        v.push(t("node", m.port.get(), "/metrics", "node", false));
+        v.push(t(Job::Node, m.port.get(), false));
         if let Some(os) = &g.roles.object_store {
             let p = os.api_port.get();
-            v.push(t(
-                "minio-cluster",
-                p,
-                "/minio/v2/metrics/cluster",
-                "object_store",
-                bearer,
-            ));
-            v.push(t(
-                "minio-node",
-                p,
-                "/minio/v2/metrics/node",
-                "object_store",
-                bearer,
-            ));
+            v.push(t(Job::MinioCluster, p, bearer));
+            v.push(t(Job::MinioNode, p, bearer));
         }
         if let Some(s) = &g.roles.spark {
             if let Some(ms) = &s.master {
-                v.push(t(
-                    "spark-master",
-                    ms.ui_port.get(),
-                    // With the slash: Spark's Jetty redirects the bare path.
-                    "/metrics/master/prometheus/",
-                    "spark_master",
-                    false,
-                ));
+                v.push(t(Job::SparkMaster, ms.ui_port.get(), false));
             }
             if let Some(w) = &s.worker {
-                v.push(t(
-                    "spark-worker",
-                    w.ui_port.get(),
-                    "/metrics/prometheus/",
-                    "spark_worker",
-                    false,
-                ));
+                v.push(t(Job::SparkWorker, w.ui_port.get(), false));
             }
         }
     }
@@ -102,17 +82,17 @@ pub fn file_sd(lab: &Lab) -> Value {
             .into_iter()
             .map(|t| {
                 let mut labels = json!({
-                    "job": t.job,
-                    "__metrics_path__": t.path,
+                    "job": t.job.as_str(),
+                    "__metrics_path__": t.job.path(),
                     "guest": t.guest,
-                    "role": t.role,
+                    "role": t.job.role(),
                     "vmid": t.vmid.to_string(),
                     "lab": lab_name,
                 });
                 if t.bearer {
                     labels["auth"] = json!("bearer");
                 }
-                json!({"targets": [t.address], "labels": labels})
+                json!({"targets": [t.address()], "labels": labels})
             })
             .collect(),
     )

@@ -82,6 +82,7 @@ fn build(lab: &Lab, guest: &Guest, spec: &GuestSpec) -> Result<Seed> {
             object_store: object_store(guest, spec)?,
             spark: spark(guest, spec)?,
             metrics: metrics(guest, who)?,
+            monitoring: monitoring(lab, guest, who)?,
         },
     })
 }
@@ -102,6 +103,75 @@ fn metrics(guest: &Guest, who: &str) -> Result<Option<sd::metrics::Metrics>> {
             ..Default::default()
         },
         object_store_auth,
+    }))
+}
+
+/// The monitoring role: Prometheus with the lab's targets
+/// ([`crate::scrape::targets`]), the file systems and Spark masters its
+/// alert rules watch, and MinIO's bearer token when the lab uses one.
+fn monitoring(lab: &Lab, guest: &Guest, who: &str) -> Result<Option<sd::monitoring::Monitoring>> {
+    use crate::model::metrics::ObjectStoreAuth;
+    let (Some(mo), Some(metrics)) = (&guest.roles.monitoring, &lab.metrics) else {
+        return Ok(None);
+    };
+    let f = "roles.monitoring";
+    let mut targets = Vec::new();
+    for t in crate::scrape::targets(lab) {
+        targets.push(sd::monitoring::ScrapeTarget {
+            job: t.job,
+            host: t.host,
+            port: typed(sd::Port::new(t.port), who, f)?,
+            guest: typed(sd::Hostname::new(t.guest.as_str()), who, "guests")?,
+            vmid: t.vmid,
+            bearer: t.bearer,
+        });
+    }
+    let mut filesystems = vec![typed(sd::AbsPath::new("/"), who, f)?];
+    for g in &lab.guests {
+        if let Some(os) = &g.roles.object_store {
+            let p = typed(sd::AbsPath::new(os.data_dir.as_str()), who, f)?;
+            if !filesystems.contains(&p) {
+                filesystems.push(p);
+            }
+        }
+    }
+    let mut spark_masters = std::collections::BTreeMap::new();
+    for g in &lab.guests {
+        if g.roles.spark.as_ref().is_some_and(|s| s.master.is_some()) {
+            spark_masters.insert(
+                typed(sd::Hostname::new(g.name.as_str()), who, "guests")?,
+                lab.spark_workers_of(g.name.as_str()).len() as u32,
+            );
+        }
+    }
+    let object_store_token = match &metrics.object_store {
+        ObjectStoreAuth::BearerToken(r) => Some(typed(
+            sd::monitoring::BearerToken::new(secret(r, who, "metrics.object_store.token")?),
+            who,
+            "metrics.object_store.token",
+        )?),
+        _ => None,
+    };
+    Ok(Some(sd::monitoring::Monitoring {
+        port: typed(sd::Port::new(mo.port.get()), who, "roles.monitoring.port")?,
+        home: typed(sd::AbsPath::new(sd::monitoring::PROMETHEUS_HOME), who, f)?,
+        data_dir: typed(
+            sd::AbsPath::new(sd::monitoring::PROMETHEUS_DATA_DIR),
+            who,
+            f,
+        )?,
+        retention: mo.retention.clone(),
+        scrape_interval: mo.scrape_interval.clone(),
+        alert_for: mo.alert_for.clone(),
+        lab: typed(
+            sd::Hostname::new(crate::resolve::lab_name(lab)),
+            who,
+            "(lab file name)",
+        )?,
+        targets,
+        filesystems,
+        spark_masters,
+        object_store_token,
     }))
 }
 
@@ -325,6 +395,67 @@ mod tests {
         );
         // A lab without `metrics:` gives the same seed (and instance id) as before.
         assert!(for_guest(&lab(), "minio").unwrap().roles.metrics.is_none());
+    }
+
+    #[test]
+    fn monitoring_guest_seed_lists_the_lab_targets() {
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/validate/ok/homelab-monitoring.yaml");
+        let l = crate::model::lab::load(&p).expect("fixture lab loads");
+        let s = for_guest(&l, "mon").unwrap();
+        let m = s.roles.monitoring.as_ref().expect("the monitoring role");
+        let t: Vec<(&str, String, &str)> = m
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.job.as_str(),
+                    format!("{}:{}", t.host, t.port),
+                    t.guest.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            t,
+            [
+                ("node", "192.168.1.200:9100".into(), "minio"),
+                ("minio-cluster", "192.168.1.200:9000".into(), "minio"),
+                ("minio-node", "192.168.1.200:9000".into(), "minio"),
+                ("node", "192.168.1.100:9100".into(), "devlab"),
+                ("spark-master", "192.168.1.100:8080".into(), "devlab"),
+                ("spark-worker", "192.168.1.100:8081".into(), "devlab"),
+                ("node", "192.168.1.50:9100".into(), "mon"),
+            ]
+        );
+        assert_eq!(
+            (
+                m.retention.as_str(),
+                m.scrape_interval.as_str(),
+                m.alert_for.as_str()
+            ),
+            ("30d", "30s", "5m")
+        );
+        assert_eq!(m.lab.as_str(), "homelab-monitoring");
+        let fs: Vec<&str> = m.filesystems.iter().map(|f| f.as_str()).collect();
+        assert_eq!(fs, ["/", "/var/lib/minio"]);
+        let masters: Vec<(&str, u32)> = m
+            .spark_masters
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(masters, [("devlab", 1)]);
+        assert!(m.object_store_token.is_none());
+        // The node exporter is open to the monitoring guest only; Prometheus to the network.
+        let open: Vec<(u16, Vec<String>)> = s
+            .firewall
+            .open
+            .iter()
+            .map(|p| (p.port.get(), p.from.iter().map(|a| a.to_string()).collect()))
+            .collect();
+        assert_eq!(
+            open,
+            [(9100, vec!["192.168.1.50".to_string()]), (9090, vec![])]
+        );
     }
 
     #[test]

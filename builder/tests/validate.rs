@@ -49,6 +49,7 @@ fn shipped_labs_and_recipes_validate() {
         "lab/scaleout.yaml",
         "tests/fixtures/validate/ok/homelab.yaml",
         "tests/fixtures/validate/ok/homelab-metrics.yaml",
+        "tests/fixtures/validate/ok/homelab-monitoring.yaml",
     ] {
         let out = imgbuild(&["validate", "--lab", lab, "--images", "images"]);
         assert!(
@@ -261,7 +262,7 @@ fn plan_shows_guests_ports_links_and_images() {
         "devlab  vm    100   pve   4      8GiB    50GiB  192.168.1.100/24  ubuntu-22.04-vm   spark_master,spark_worker  22,7077,8080,8081",
         "devlab: spark worker (4 cores, 6GiB) -> spark://192.168.1.100:7077 (devlab)",
         "devlab: spark s3a -> http://192.168.1.200:9000 (minio, as env:MINIO_ROOT_USER)",
-        "ubuntu-22.04-lxc  lxc   ubuntu-22.04-standard_22.04-1_amd64.tar.zst  minio,spark,java,node_exporter,firstboot  minio",
+        "ubuntu-22.04-lxc  lxc   ubuntu-22.04-standard_22.04-1_amd64.tar.zst  minio,spark,java,node_exporter,prometheus,firstboot  minio",
     ] {
         assert!(table.contains(want), "plan lacks {want:?}:\n{table}");
     }
@@ -284,6 +285,31 @@ fn plan_shows_guests_ports_links_and_images() {
     assert_eq!(
         v["guests"][0]["ports"][3],
         serde_json::json!({"port": 9100, "purpose": "node exporter", "from": ["192.168.1.50", "192.168.1.51"]})
+    );
+
+    // A monitoring guest: its address is the metrics ports' source on every
+    // guest (no `allow` written), and it serves Prometheus to the network.
+    let lab = "tests/fixtures/validate/ok/homelab-monitoring.yaml";
+    let out = imgbuild(&["plan", "--lab", lab]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for want in [
+        "object_store               22,9000,9001,9100*\n",
+        "monitoring                 22,9100*,9090\n",
+        "ports marked *:\n  9100 (node exporter) only from 192.168.1.50\n",
+    ] {
+        assert!(table.contains(want), "plan lacks {want:?}:\n{table}");
+    }
+    let out = imgbuild(&["plan", "--json", "--lab", lab]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v["guests"][2]["ports"][2],
+        serde_json::json!({"port": 9090, "purpose": "prometheus UI"})
+    );
+    assert_eq!(
+        v["guests"][1]["ports"][4]["from"],
+        serde_json::json!(["192.168.1.50"])
     );
 
     let out = imgbuild(&["plan", "--json", "--lab", "lab/scaleout.yaml"]);

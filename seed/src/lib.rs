@@ -15,6 +15,7 @@ mod canonical;
 pub mod defaults;
 pub mod iso9660;
 pub mod metrics;
+pub mod monitoring;
 mod parse;
 pub mod paths;
 pub mod status;
@@ -236,6 +237,9 @@ pub struct Roles {
     /// Prometheus node exporter (and the agent's own textfile metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<metrics::Metrics>,
+    /// Prometheus scraping the lab, with its alert rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<monitoring::Monitoring>,
 }
 
 #[derive(Deserialize)]
@@ -247,6 +251,8 @@ struct RolesRaw {
     spark: Option<Spark>,
     #[serde(default)]
     metrics: Option<metrics::Metrics>,
+    #[serde(default)]
+    monitoring: Option<monitoring::Monitoring>,
 }
 
 impl Roles {
@@ -261,6 +267,14 @@ impl Roles {
             v.push(d("home", sp.home.as_str()));
             v.push(d("log_dir", sp.log_dir.as_str()));
             v.push(d("work_dir", &sp.work_dir()));
+        }
+        if let Some(m) = &self.monitoring {
+            v.push((
+                "monitoring",
+                "prometheus",
+                "data_dir",
+                m.data_dir.as_str().to_string(),
+            ));
         }
         if let Some(os) = &self.object_store {
             let d = |what, path: &str| ("object_store", "object store", what, path.to_string());
@@ -285,6 +299,7 @@ impl TryFrom<RolesRaw> for Roles {
             object_store: r.object_store,
             spark: r.spark,
             metrics: r.metrics,
+            monitoring: r.monitoring,
         };
         let dirs = roles.service_dirs();
         let all: Vec<paths::ServiceDir<'_>> = dirs

@@ -26,7 +26,8 @@ fn gpath(g: &Guest, rest: &str) -> String {
 pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
     let net = lab.network.cidr;
     if let Some(m) = &lab.metrics {
-        super::metrics::check(m, net, ctx);
+        let monitors = super::monitoring::monitor_addresses(&lab.guests);
+        super::metrics::check(m, &monitors, net, ctx);
     }
     if !net.is_host(lab.network.gateway) {
         ctx.err(
@@ -76,6 +77,7 @@ pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
     }
     object_store_pools(lab, ctx);
     super::paths::check(lab, ctx);
+    super::monitoring::check(lab, ctx);
 }
 
 fn resources(g: &Guest, ctx: &mut Ctx) {
@@ -324,6 +326,9 @@ pub(crate) fn images(lab: &Lab, recipes: &[Recipe], ctx: &mut Ctx) {
         if g.roles.spark.is_some() {
             need.push(("spark", "/opt/spark"));
             need.push(("spark", "/opt/java"));
+        }
+        if g.roles.monitoring.is_some() {
+            need.push(("monitoring", imgbuild_seed::monitoring::PROMETHEUS_HOME));
         }
         for (role, p) in need {
             if !installs(p) {

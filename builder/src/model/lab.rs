@@ -193,6 +193,8 @@ pub struct Resources {
 pub struct Roles {
     pub object_store: Option<ObjectStore>,
     pub spark: Option<Spark>,
+    /// Prometheus scraping the lab.
+    pub monitoring: Option<super::monitoring::Monitoring>,
 }
 
 /// Which S3 server implementation the object-store role configures.
@@ -356,10 +358,19 @@ impl Guest {
                 from: m.allow.clone(),
             });
         }
+        // After the lab-wide exporter, so a clash is reported here.
+        if let Some(m) = &self.roles.monitoring {
+            v.push(OpenPort {
+                port: m.port,
+                purpose: "prometheus UI",
+                field: "roles.monitoring.port",
+                from: vec![],
+            });
+        }
         v
     }
 
-    /// Role names, for display: `object_store`, `spark_master`, `spark_worker`.
+    /// Role names, for display: `object_store`, `spark_master`, `spark_worker`, `monitoring`.
     pub fn role_names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.roles.object_store.is_some() {
@@ -372,6 +383,9 @@ impl Guest {
             if s.worker.is_some() {
                 v.push("spark_worker");
             }
+        }
+        if self.roles.monitoring.is_some() {
+            v.push("monitoring");
         }
         v
     }

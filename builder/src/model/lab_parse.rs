@@ -73,8 +73,12 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         Some(f) => super::metrics::parse(ctx, f).map(Some),
         None => Some(None),
     };
-    let (proxmox, guests, metrics) = (proxmox?, guests?, metrics?);
+    let (proxmox, guests, mut metrics) = (proxmox?, guests?, metrics?);
     let mut guests = place_guests(ctx, &proxmox, guests);
+    if let Some(m) = &mut metrics {
+        let placed: Vec<Guest> = guests.iter().flatten().cloned().collect();
+        super::metrics::add_monitors(m, &super::monitoring::monitor_addresses(&placed));
+    }
     for g in guests.iter_mut().flatten() {
         g.metrics = metrics.clone();
     }

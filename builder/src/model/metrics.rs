@@ -1,11 +1,12 @@
 //! The lab's `metrics:` section: every guest runs the Prometheus node
 //! exporter (baked into the images) on `port`, reachable only from the
-//! monitoring addresses in `allow` (host addresses, never a subnet).
+//! monitoring addresses in `allow` (host addresses, never a subnet) and from
+//! the lab's guests with the `monitoring` role (added to `allow` at load).
 //!
 //! ```yaml
 //! metrics:
 //!   port: 9100                 # node exporter, default 9100
-//!   allow: [192.168.1.50]      # who may scrape: the monitoring host(s)
+//!   allow: [192.168.1.50]      # who else may scrape (optional with a monitoring guest)
 //!   object_store:              # MinIO's /minio/v2/metrics/{cluster,node} (on its API port)
 //!     auth: bearer             # bearer (MinIO's default JWT) | public (anyone on the lab network)
 //!     token: env:MINIO_PROMETHEUS_TOKEN   # bearer: `mc admin prometheus generate`'s JWT, for scrapers
@@ -24,7 +25,8 @@ use super::yaml::{Ctx, Field};
 pub struct Metrics {
     /// The node exporter's port.
     pub port: Port,
-    /// The only sources that may reach metrics ports, in file order.
+    /// The only sources that may reach metrics ports: `allow` in file
+    /// order, then the monitoring guests' addresses not listed there.
     pub allow: Vec<Ipv4Addr>,
     /// How the object store's metrics are read.
     pub object_store: ObjectStoreAuth,
@@ -55,13 +57,10 @@ pub(crate) fn parse(ctx: &mut Ctx, f: Field<'_>) -> Option<Metrics> {
         Some(f) => ctx.scalar(&f, str::parse),
         None => Some(Port::of(NODE_EXPORTER_PORT)),
     };
-    let allow = m
-        .req(
-            ctx,
-            "allow",
-            "the monitoring addresses that may scrape metrics, e.g. [192.168.1.50]",
-        )
-        .and_then(|f| {
+    // Absent is fine when a guest has the monitoring role (checked in `check`).
+    let allow = match m.opt("allow") {
+        None => Some(Vec::new()),
+        Some(f) => {
             let items = ctx.seq(&f)?;
             if items.is_empty() {
                 ctx.err(
@@ -84,7 +83,8 @@ pub(crate) fn parse(ctx: &mut Ctx, f: Field<'_>) -> Option<Metrics> {
                 }
             }
             ok.then_some(out)
-        });
+        }
+    };
     Some(Metrics {
         port: port?,
         allow: allow?,
@@ -147,11 +147,27 @@ fn parse_allow(s: &str) -> Result<Ipv4Addr, String> {
     Ok(a)
 }
 
-/// Checks that need the network: no allowed address may be the lab
-/// subnet's network or broadcast address.
-pub(crate) fn check(m: &Metrics, net: Ipv4Cidr, ctx: &mut Ctx) {
+/// Adds the monitoring guests' addresses to `allow` (those not listed yet).
+pub(crate) fn add_monitors(m: &mut Metrics, monitors: &[Ipv4Addr]) {
+    for a in monitors {
+        if !m.allow.contains(a) {
+            m.allow.push(*a);
+        }
+    }
+}
+
+/// Checks that need the network: someone may scrape, and no address
+/// `allow` lists is the lab subnet's network or broadcast address (the
+/// monitoring guests' addresses are checked as guest addresses).
+pub(crate) fn check(m: &Metrics, monitors: &[Ipv4Addr], net: Ipv4Cidr, ctx: &mut Ctx) {
+    if m.allow.is_empty() {
+        ctx.err(
+            "metrics.allow",
+            "missing field `allow`: expected the monitoring addresses that may scrape metrics, e.g. [192.168.1.50], or a guest with the `monitoring` role",
+        );
+    }
     for (i, a) in m.allow.iter().enumerate() {
-        if net.contains(*a) && !net.is_host(*a) {
+        if net.contains(*a) && !net.is_host(*a) && !monitors.contains(a) {
             ctx.err(
                 &format!("metrics.allow[{i}]"),
                 format!("{a} is the network or broadcast address of {net}: give a host address"),

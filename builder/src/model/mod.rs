@@ -12,6 +12,7 @@ mod check;
 pub mod lab;
 mod lab_parse;
 pub mod metrics;
+pub mod monitoring;
 mod paths;
 pub mod recipe;
 mod roles_parse;

@@ -14,10 +14,18 @@ use super::types::{parse_guest_path, Hostname, Port, SecretRef};
 use super::yaml::{Ctx, Field, Map};
 
 pub(super) fn roles(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Roles> {
-    let m = ctx.map(f, &["object_store", "spark"])?;
+    let m = ctx.map(f, &["object_store", "spark", "monitoring"])?;
     let object_store = m.opt("object_store").map(|f| object_store(ctx, f, base));
     let spark = m.opt("spark").map(|f| spark(ctx, f, base));
+    // Like `master:`, a bare `monitoring:` takes every default.
+    let monitoring = m
+        .has("monitoring")
+        .then(|| super::monitoring::parse(ctx, m.opt("monitoring")));
     Some(Roles {
+        monitoring: match monitoring {
+            Some(o) => Some(o?),
+            None => None,
+        },
         object_store: match object_store {
             Some(o) => Some(o?),
             None => None,

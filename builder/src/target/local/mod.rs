@@ -110,14 +110,14 @@ pub struct UiUrl {
 }
 
 /// The lab's web UIs inside its namespace: object-store console, Spark
-/// master UI, Spark worker UI.
+/// master UI, Spark worker UI, Prometheus.
 pub fn ui_targets(lab: &Lab) -> Vec<Forward> {
     let mut v = Vec::new();
     for g in &lab.guests {
         for p in g.open_ports() {
             if matches!(
                 p.purpose,
-                "object store console" | "spark master UI" | "spark worker UI"
+                "object store console" | "spark master UI" | "spark worker UI" | "prometheus UI"
             ) {
                 v.push(Forward {
                     guest: g.name.as_str().into(),
