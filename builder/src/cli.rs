@@ -70,6 +70,8 @@ pub enum Command {
     Verify(commands::verify::Args),
     /// Print an Ansible inventory of the lab's guests (groups by role).
     Inventory(commands::inventory::Args),
+    /// Run a Proxmox VE container config on this machine (create, start, stop).
+    PveGuest(commands::pve_guest::Args),
     /// (internal) Forward the lab's web UIs to 127.0.0.1; started by `up`.
     #[command(hide = true)]
     LocalForward(crate::target::local::forward::ServeArgs),

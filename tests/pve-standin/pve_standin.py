@@ -31,6 +31,7 @@ sys.dont_write_bytecode = True  # write nothing outside the state directory
 
 from standin import cluster as cl  # noqa: E402
 from standin import guests as gu  # noqa: E402
+from standin import handoff  # noqa: E402
 from standin import schema  # noqa: E402
 from standin.multipart import MultipartUpload, UploadError, parse_content_type  # noqa: E402
 
@@ -507,6 +508,8 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/__standin/state":
             with c.lock:
                 return self.respond(200, state_dump(c))
+        if method == "GET" and path == "/__standin/handoff":
+            return self.respond(200, list(c.handoff_log))
         if method == "PUT" and path == "/__standin/config":
             new = dict(c.config)
             new.update(arg)
@@ -617,7 +620,10 @@ def main(argv=None):
     srv.reqlock = threading.Lock()
 
     def stop(*_):
-        threading.Thread(target=srv.shutdown, daemon=True).start()
+        def down():
+            handoff.stop_all(srv.cluster)  # nothing handed off outlives the stand-in
+            srv.shutdown()
+        threading.Thread(target=down, daemon=True).start()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     sys.stdout.write(json.dumps({"port": srv.server_address[1], "fingerprint": fp, "cert": pem}) + "\n")

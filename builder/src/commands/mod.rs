@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod lock;
 pub mod logs;
 pub mod plan;
+pub mod pve_guest;
 pub mod rollback;
 pub mod seed;
 pub mod snapshot;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Down(args) => down::run(args),
         Command::Verify(args) => verify::run(args),
         Command::Inventory(args) => inventory::run(args),
+        Command::PveGuest(args) => pve_guest::run(args),
         Command::LocalForward(args) => crate::target::local::forward::serve(args),
         Command::Completions { shell } => {
             clap_complete::generate(

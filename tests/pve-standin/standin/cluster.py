@@ -12,6 +12,7 @@ import heapq
 import os
 import random
 import re
+import shutil
 import threading
 import time
 import traceback
@@ -69,6 +70,16 @@ class Task:
         self.log.append("WARN: " + msg.rstrip("\n"))
 
 
+class Deferred:
+    """What a task's work returns when its effect needs a slow step outside
+    the cluster lock (handoff.py): `slow()` returns an error text or None,
+    then `post(task, err, exc)` runs under the lock and ends the task."""
+
+    def __init__(self, slow, post):
+        self.slow = slow
+        self.post = post
+
+
 class Cluster:
     def __init__(self, config, state_dir):
         self.lock = threading.RLock()
@@ -78,6 +89,7 @@ class Cluster:
         self.tasks = {}         # upid -> Task
         self.backup_jobs = {}   # id -> job dict
         self.uploads_in_progress = 0
+        self.handoff_log = []   # runner calls (handoff.py)
         self._pid = random.Random(os.getpid()).randint(20000, 90000)
         self._pstart = int(time.monotonic() * 100) + 1000
         self._timers = []
@@ -284,7 +296,9 @@ class Cluster:
     def free_volume(self, volid, node):
         storeid, volname, vtype = self.parse_volname(volid)
         vol = self.vols(storeid, node).pop(volname, None)
-        if vol and vol.get("path"):
+        if vol and vol.get("path") and vol.get("is_dir"):
+            shutil.rmtree(vol["path"], ignore_errors=True)  # a hand-off volume (handoff.py)
+        elif vol and vol.get("path"):
             try:
                 os.unlink(vol["path"])
             except FileNotFoundError:
@@ -323,7 +337,10 @@ class Cluster:
             try:
                 if fail:
                     raise TaskError(fail)
-                work(task)
+                res = work(task)
+                if isinstance(res, Deferred):
+                    threading.Thread(target=self._finish_later, args=(task, res), daemon=True).start()
+                    return
             except TaskError as e:
                 msg = str(e).rstrip("\n")
                 task.log.append("TASK ERROR: " + msg)
@@ -345,6 +362,16 @@ class Cluster:
                     task.log.append("TASK OK")
                     task.exitstatus = "OK"
             task.status = "stopped"
+
+    def _finish_later(self, task, d):
+        """A Deferred's slow part runs without the lock while the task stays
+        running; its `post` then ends the task like any work."""
+        err, exc = None, None
+        try:
+            err = d.slow()
+        except Exception as e:  # noqa: BLE001 - reported as the task's error
+            exc = e
+        self._finish(task, lambda t: d.post(t, err, exc), None)
 
     def _schedule(self, when, fn):
         with self._timer_cv:

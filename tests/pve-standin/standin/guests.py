@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import uuid
 
-from . import schema
+from . import handoff, schema
 from .cluster import ApiError, TaskError, die, param_exc, perm_exc, _node_online
 
 DRIVE_RE = re.compile(r"(ide\d+|sata\d+|scsi\d+|virtio\d+|efidisk0|tpmstate0)")
@@ -548,6 +548,8 @@ def h_lxc_create(c, p, user, info, fault):
         g.ssh_keys = ssh_keys
         if start:
             _lxc_start_effect(c, g, task)
+        else:
+            return handoff.on_lxc_create(c, g, c.volume(ostemplate, node)["path"], ssh_keys)
 
     def failed(task):
         c.guests.pop(vmid, None)
@@ -597,6 +599,7 @@ def h_start(c, p, user, kind, fault):
             _qemu_start_effect(c, g, task)
         else:
             _lxc_start_effect(c, g, task)
+        return handoff.on_start(c, g)
     return c.start_task(g.node, "qmstart" if kind == "qemu" else "vzstart", str(g.vmid), user, work,
                         fail=fault, busy_key=g.vmid)
 
@@ -613,6 +616,7 @@ def h_stop(c, p, user, kind, fault, shutdown=False):
     def work(task):
         g.status = "stopped"
         g.started = None
+        return handoff.on_stop(c, g)
     ttype = {("qemu", False): "qmstop", ("qemu", True): "qmshutdown",
              ("lxc", False): "vzstop", ("lxc", True): "vzshutdown"}[(kind, shutdown)]
     return c.start_task(g.node, ttype, str(g.vmid), user, work, fail=fault, busy_key=g.vmid)
@@ -657,6 +661,7 @@ def h_destroy(c, p, user, kind, fault):
             raise TaskError("%s is locked (%s)\n" % (g.gtype, g.config["lock"]))
         if g.status == "running" and kind == "qemu":
             raise TaskError("VM %d is running - destroy failed\n" % g.vmid)
+        handoff.on_destroy(c, g)  # stopped before its volumes go
         for _, volid, _ in g.disks():
             try:
                 c.free_volume(volid, g.node)

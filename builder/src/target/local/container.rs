@@ -28,6 +28,13 @@ pub struct CtNet {
 /// Extracts `template` into `rootfs` (which must not exist yet) with pct's
 /// tar flags, then writes what pct writes before a start.
 pub fn create(template: &Path, rootfs: &Path, net: &CtNet) -> Result<()> {
+    extract(template, rootfs)?;
+    pct_prepare(rootfs, net)
+}
+
+/// Extracts `template` into `rootfs` (which must not exist yet) with pct's
+/// tar flags (PVE::LXC::Create::restore_archive).
+pub fn extract(template: &Path, rootfs: &Path) -> Result<()> {
     fs::create_dir(rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
     let file =
         fs::File::open(template).with_context(|| format!("opening {}", template.display()))?;
@@ -55,11 +62,11 @@ pub fn create(template: &Path, rootfs: &Path, net: &CtNet) -> Result<()> {
             .stdin(file),
         &format!("extracting {} as pct does", template.display()),
     )?;
-    pct_prepare(rootfs, net)
+    Ok(())
 }
 
 /// What pct writes into an Ubuntu container's root before it starts.
-fn pct_prepare(rootfs: &Path, net: &CtNet) -> Result<()> {
+pub fn pct_prepare(rootfs: &Path, net: &CtNet) -> Result<()> {
     let w = |rel: &str, text: String| -> Result<()> {
         let p = rootfs.join(rel);
         if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -127,6 +134,9 @@ pub struct CtSpec {
     /// The veth's host side (in the lab namespace); the guest sees `eth0`.
     pub veth: String,
     pub console_log: PathBuf,
+    /// Mount points: (directory on this host, path in the container), as
+    /// pct mounts a container's `mpN` volumes.
+    pub binds: Vec<(PathBuf, String)>,
 }
 
 /// Starts `systemd-nspawn --boot` inside `netns` (nsenter switches only the
@@ -145,6 +155,11 @@ pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
         // The host may have no systemd/machined: do not register with it.
         .args(["--register=no", "--keep-unit"])
         .arg(format!("--network-veth-extra={}:eth0", spec.veth))
+        .args(
+            spec.binds
+                .iter()
+                .map(|(host, guest)| format!("--bind={}:{guest}", host.display())),
+        )
         .arg("-D")
         .arg(&spec.rootfs)
         .args(["-M", &spec.machine])

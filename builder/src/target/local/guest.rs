@@ -164,6 +164,7 @@ pub fn start(
                 rootfs: rootfs(&dir),
                 veth: veth.clone(),
                 console_log: console_log(&dir),
+                binds: Vec::new(),
             };
             let mut child = container::start(netns, &spec)?;
             let pid = child.id();

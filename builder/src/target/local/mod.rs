@@ -11,6 +11,7 @@
 //! - [`state`]: the per-lab directory and `state.json`.
 //! - [`net`], [`container`], [`vm`], [`forward`]: the machinery.
 //! - [`guest`]: create, start, stop one guest.
+//! - [`pve`]: a Proxmox guest config run here (`imgbuild pve-guest`).
 
 pub mod container;
 pub mod forward;
@@ -18,6 +19,7 @@ pub mod guest;
 pub mod host;
 pub mod images;
 pub mod net;
+pub mod pve;
 pub mod state;
 pub mod sys;
 pub mod vm;

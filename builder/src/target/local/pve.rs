@@ -1,0 +1,672 @@
+//! A Proxmox VE guest config (`/etc/pve/lxc/<vmid>.conf`, as `pct config`
+//! prints it) run on the local target: `imgbuild pve-guest`. The config is
+//! read as Proxmox stores it and translated key by key into what the local
+//! runner boots (a container in systemd-nspawn on a veth into a network
+//! namespace's bridge, with the network files `pct` writes), so a wrong
+//! `net0`, a missing mount point or an unknown key shows up here instead of
+//! being re-derived from the lab file. The Proxmox stand-in of the tests
+//! hands every container it starts to this (tests/pve-standin/README.md).
+//!
+//! Keys are honoured, knowingly ignored (said why in [`IGNORED`]), or
+//! refused: a key the runner does not know is an error naming its line.
+//!
+//! Containers only: a VM config is refused with a clear message (the local
+//! target boots VMs from the lab file under `imgbuild up`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::container::{self, CtNet, CtSpec};
+use super::net::{self, Netns};
+use super::sys::Proc;
+use crate::diag::{BadInput, Diagnostic};
+
+/// One guest config: `key: value` lines of the current config (the
+/// `[snapshot]` sections after it are not part of it).
+#[derive(Debug, Clone)]
+pub struct PveConfig {
+    pub file: PathBuf,
+    /// key -> (value, 1-based line).
+    pub entries: BTreeMap<String, (String, usize)>,
+}
+
+/// Container keys read but without effect here, and why.
+pub const IGNORED: &[(&str, &str)] = &[
+    ("arch", "the host's architecture is used"),
+    ("description", "a comment"),
+    ("tags", "Proxmox metadata"),
+    ("onboot", "nothing boots this host's guests on its own"),
+    ("swap", "no swap limit under systemd-nspawn"),
+    (
+        "unprivileged",
+        "runs privileged: no uid shift, no AppArmor (see the README)",
+    ),
+    (
+        "features",
+        "nesting is always possible under systemd-nspawn",
+    ),
+    ("cores", "no CPU limit under systemd-nspawn"),
+    ("memory", "no memory limit under systemd-nspawn"),
+    ("cpulimit", "no CPU limit under systemd-nspawn"),
+    ("cpuunits", "no CPU weight under systemd-nspawn"),
+    ("digest", "Proxmox metadata"),
+    ("protection", "Proxmox metadata"),
+    ("startup", "nothing boots this host's guests on its own"),
+    ("timezone", "the template's own"),
+    ("parent", "snapshot metadata"),
+];
+
+impl PveConfig {
+    /// Parses the text of a guest config.
+    pub fn parse(file: &Path, text: &str) -> Result<PveConfig, BadInput> {
+        let mut entries = BTreeMap::new();
+        let mut bad = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let t = line.trim_end();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            if t.starts_with('[') {
+                break;
+            }
+            match t.split_once(':') {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
+                {
+                    if entries
+                        .insert(k.to_string(), (v.trim().to_string(), n))
+                        .is_some()
+                    {
+                        bad.push(diag(file, n, k, "set twice"));
+                    }
+                }
+                _ => bad.push(diag(file, n, "", "expected `key: value`")),
+            }
+        }
+        if bad.is_empty() {
+            Ok(PveConfig {
+                file: file.to_path_buf(),
+                entries,
+            })
+        } else {
+            Err(BadInput(bad))
+        }
+    }
+
+    /// Reads and parses `file`.
+    pub fn load(file: &Path) -> Result<PveConfig> {
+        let text =
+            fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        Ok(PveConfig::parse(file, &text)?)
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.entries.get(key).map(|(v, _)| v.as_str())
+    }
+
+    fn bad(&self, key: &str, message: impl Into<String>) -> Diagnostic {
+        let line = self.entries.get(key).map(|(_, l)| *l).unwrap_or(1);
+        diag(&self.file, line, key, message)
+    }
+}
+
+fn diag(file: &Path, line: usize, field: &str, message: impl Into<String>) -> Diagnostic {
+    Diagnostic {
+        file: file.to_path_buf(),
+        line,
+        column: 1,
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A property string (`default,k=v,k=v`) as a map; the bare first value
+/// under `default_key`.
+pub fn props(value: &str, default_key: &str) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some((k, v)) => m.insert(k.to_string(), v.to_string()),
+            None => m.insert(default_key.to_string(), part.to_string()),
+        };
+    }
+    m
+}
+
+/// A container as the local runner boots it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtPlan {
+    pub net: CtNetPlan,
+    /// The root file system's volume id.
+    pub rootfs: String,
+    /// (volume id, path in the container) of each `mpN`, in order.
+    pub mounts: Vec<(String, String)>,
+    /// Keys without effect here (key: why).
+    pub ignored: Vec<String>,
+}
+
+/// `net0` and the DNS keys, as pct applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CtNetPlan {
+    pub hostname: String,
+    pub bridge: String,
+    pub hwaddr: Option<String>,
+    pub address: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+impl CtNetPlan {
+    fn ct_net(&self) -> CtNet {
+        CtNet {
+            hostname: self.hostname.clone(),
+            address: self.address,
+            prefix: self.prefix,
+            gateway: self.gateway,
+            dns: self.dns.clone(),
+        }
+    }
+}
+
+/// Translates a container config; every problem at once.
+pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
+    let mut bad = Vec::new();
+    let mut ignored = Vec::new();
+    let mut mounts = Vec::new();
+    for (k, (v, _)) in &cfg.entries {
+        let known = matches!(
+            k.as_str(),
+            "hostname" | "net0" | "nameserver" | "searchdomain" | "rootfs" | "ostype"
+        ) || is_mp(k);
+        if known {
+            continue;
+        }
+        if k.starts_with("unused") && k[6..].parse::<u32>().is_ok() {
+            ignored.push(format!("{k}: a detached volume"));
+        } else if k == "lock" {
+            bad.push(cfg.bad(k, format!("the container is locked ({v}): not started")));
+        } else if let Some((_, why)) = IGNORED.iter().find(|(i, _)| i == k) {
+            ignored.push(format!("{k}: {why}"));
+        } else {
+            bad.push(cfg.bad(
+                k,
+                "not supported by the local runner (it would be silently dropped)",
+            ));
+        }
+    }
+    match cfg.get("ostype") {
+        Some("ubuntu") | Some("debian") => {}
+        Some(o) => bad.push(cfg.bad(
+            "ostype",
+            format!("`{o}`: the local runner writes pct's files for ubuntu and debian only"),
+        )),
+        None => bad.push(diag(&cfg.file, 1, "ostype", "missing")),
+    }
+    let hostname = cfg.get("hostname").map(str::to_string);
+    if hostname.is_none() {
+        bad.push(diag(&cfg.file, 1, "hostname", "missing"));
+    }
+    let rootfs = match cfg.get("rootfs") {
+        Some(v) => props(v, "volume").get("volume").cloned(),
+        None => None,
+    };
+    if rootfs.is_none() {
+        bad.push(diag(&cfg.file, 1, "rootfs", "missing"));
+    }
+    let mut mps: Vec<(u32, &str)> = cfg
+        .entries
+        .keys()
+        .filter(|k| is_mp(k))
+        .filter_map(|k| k[2..].parse().ok().map(|n| (n, k.as_str())))
+        .collect();
+    mps.sort();
+    for (_, k) in mps {
+        let p = props(cfg.get(k).unwrap_or_default(), "volume");
+        match (p.get("volume"), p.get("mp")) {
+            (Some(vol), Some(mp)) if mp.starts_with('/') && !vol.starts_with('/') => {
+                mounts.push((vol.clone(), mp.clone()))
+            }
+            (Some(vol), Some(_)) if vol.starts_with('/') => {
+                bad.push(cfg.bad(k, "bind mounts of host paths are not supported"))
+            }
+            _ => bad.push(cfg.bad(k, "needs a volume and an absolute `mp=` path")),
+        }
+    }
+    let mut dns = Vec::new();
+    if let Some(ns) = cfg.get("nameserver") {
+        for a in ns.split_whitespace() {
+            match a.parse() {
+                Ok(ip) => dns.push(ip),
+                Err(_) => bad.push(cfg.bad("nameserver", format!("`{a}` is no IPv4 address"))),
+            }
+        }
+    }
+    let net = net0(cfg, &mut bad);
+    if !bad.is_empty() {
+        return Err(BadInput(bad));
+    }
+    let (bridge, hwaddr, address, prefix, gateway) = net.expect("no problem implies net0");
+    Ok(CtPlan {
+        net: CtNetPlan {
+            hostname: hostname.expect("checked"),
+            bridge,
+            hwaddr,
+            address,
+            prefix,
+            gateway,
+            dns,
+        },
+        rootfs: rootfs.expect("checked"),
+        mounts,
+        ignored,
+    })
+}
+
+fn is_mp(k: &str) -> bool {
+    k.strip_prefix("mp")
+        .is_some_and(|n| !n.is_empty() && n.parse::<u32>().is_ok())
+}
+
+type Net0 = (String, Option<String>, Ipv4Addr, u8, Ipv4Addr);
+
+fn net0(cfg: &PveConfig, bad: &mut Vec<Diagnostic>) -> Option<Net0> {
+    for k in cfg.entries.keys() {
+        if k.starts_with("net") && k != "net0" && k[3..].parse::<u32>().is_ok() {
+            bad.push(cfg.bad(k, "the local runner gives a container one NIC (net0)"));
+        }
+    }
+    let Some(v) = cfg.get("net0") else {
+        bad.push(diag(
+            &cfg.file,
+            1,
+            "net0",
+            "missing: the container would have no network",
+        ));
+        return None;
+    };
+    let p = props(v, "name");
+    let n = bad.len();
+    for k in p.keys() {
+        if !matches!(
+            k.as_str(),
+            "name" | "bridge" | "hwaddr" | "ip" | "gw" | "type" | "firewall"
+        ) {
+            bad.push(cfg.bad(
+                "net0",
+                format!("`{k}=` is not supported by the local runner"),
+            ));
+        }
+    }
+    if p.get("name").map(String::as_str) != Some("eth0") {
+        bad.push(cfg.bad("net0", "needs `name=eth0`"));
+    }
+    if p.get("type").is_some_and(|t| t != "veth") {
+        bad.push(cfg.bad("net0", "only `type=veth`"));
+    }
+    if p.get("firewall").is_some_and(|f| f != "0") {
+        bad.push(cfg.bad(
+            "net0",
+            "`firewall=1` needs Proxmox's firewall, which the local runner does not have",
+        ));
+    }
+    let bridge = p.get("bridge").cloned();
+    if bridge.is_none() {
+        bad.push(cfg.bad("net0", "needs `bridge=`"));
+    }
+    let ip = p.get("ip").and_then(|ip| {
+        let (a, l) = ip.split_once('/')?;
+        Some((a.parse::<Ipv4Addr>().ok()?, l.parse::<u8>().ok()?))
+    });
+    let ip = match ip {
+        Some((a, l)) if l <= 32 => Some((a, l)),
+        _ => {
+            bad.push(cfg.bad(
+                "net0",
+                format!(
+                    "needs a static `ip=ADDRESS/PREFIX` (got {:?})",
+                    p.get("ip").map(String::as_str).unwrap_or("none")
+                ),
+            ));
+            None
+        }
+    };
+    let gw = match p.get("gw").map(|g| g.parse::<Ipv4Addr>()) {
+        Some(Ok(g)) => Some(g),
+        _ => {
+            bad.push(cfg.bad("net0", "needs `gw=` (an IPv4 address)"));
+            None
+        }
+    };
+    if bad.len() != n {
+        return None;
+    }
+    let (address, prefix) = ip?;
+    Some((bridge?, p.get("hwaddr").cloned(), address, prefix, gw?))
+}
+
+/// Volume ids mapped to where they are on this host (`VOLID=PATH`).
+pub fn volume_map(pairs: &[String]) -> Result<BTreeMap<String, PathBuf>> {
+    let mut m = BTreeMap::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--volume {p}: expected VOLID=PATH"))?;
+        m.insert(k.to_string(), PathBuf::from(v));
+    }
+    Ok(m)
+}
+
+fn path_of<'a>(vols: &'a BTreeMap<String, PathBuf>, volid: &str, key: &str) -> Result<&'a Path> {
+    vols.get(volid).map(PathBuf::as_path).ok_or_else(|| {
+        anyhow!("{key}: volume {volid} is not mapped to a directory (--volume {volid}=DIR)")
+    })
+}
+
+/// `pct create`'s part after the volumes exist: the template extracted into
+/// the root volume with pct's tar flags, the mount points' directories
+/// created, and the SSH keys written to root's `authorized_keys`.
+pub fn create_container(
+    cfg: &PveConfig,
+    vols: &BTreeMap<String, PathBuf>,
+    ostemplate: &Path,
+    ssh_keys: Option<&str>,
+) -> Result<CtPlan> {
+    let plan = container_plan(cfg)?;
+    let root = path_of(vols, &plan.rootfs, "rootfs")?;
+    if root.exists() && fs::read_dir(root)?.next().is_some() {
+        bail!(
+            "the root volume {} ({}) is not empty: the container exists already",
+            plan.rootfs,
+            root.display()
+        );
+    }
+    let _ = fs::remove_dir(root);
+    container::extract(ostemplate, root)?;
+    for (vol, _) in &plan.mounts {
+        let d = path_of(vols, vol, "mp")?;
+        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    if let Some(keys) = ssh_keys.filter(|k| !k.trim().is_empty()) {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let ssh = root.join("root/.ssh");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&ssh)
+            .with_context(|| format!("creating {}", ssh.display()))?;
+        let f = ssh.join("authorized_keys");
+        fs::write(&f, format!("{}\n", keys.trim_end()))
+            .with_context(|| format!("writing {}", f.display()))?;
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(plan)
+}
+
+/// What `start` leaves in the run directory for `stop`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Running {
+    pub vmid: u32,
+    pub nspawn: Option<Proc>,
+    pub machine: String,
+    pub netns: String,
+}
+
+fn running_file(dir: &Path) -> PathBuf {
+    dir.join("running.json")
+}
+
+/// Starts the container: pct's network files from `net0`/`hostname`/
+/// `nameserver`, then systemd-nspawn on `veth<vmid>i0` into `netns`'s
+/// bridge named in `net0`, the mount points bound. Returns once the veth is
+/// on the bridge; the container keeps running. `dir` gets its console log
+/// and what [`stop`] needs.
+pub fn start_container(
+    cfg: &PveConfig,
+    vmid: u32,
+    vols: &BTreeMap<String, PathBuf>,
+    netns: &Netns,
+    dir: &Path,
+) -> Result<CtPlan> {
+    let plan = container_plan(cfg)?;
+    if running_file(dir).exists() {
+        stop(dir)?;
+    }
+    if !netns.exists() {
+        bail!("network namespace {} does not exist", netns.name);
+    }
+    if !super::sys::succeeds(std::process::Command::new("ip").args([
+        "-n",
+        &netns.name,
+        "link",
+        "show",
+        &plan.net.bridge,
+    ])) {
+        // pve-container's words.
+        bail!(
+            "bridge '{}' does not exist (in network namespace {})",
+            plan.net.bridge,
+            netns.name
+        );
+    }
+    let root = path_of(vols, &plan.rootfs, "rootfs")?.to_path_buf();
+    if !root.join("etc").is_dir() {
+        bail!(
+            "the root volume {} ({}) holds no system: was the container created?",
+            plan.rootfs,
+            root.display()
+        );
+    }
+    container::pct_prepare(&root, &plan.net.ct_net())?;
+    let mut binds = Vec::new();
+    for (vol, mp) in &plan.mounts {
+        let d = path_of(vols, vol, "mp")?;
+        fs::create_dir_all(root.join(mp.trim_start_matches('/')))?;
+        binds.push((d.to_path_buf(), mp.clone()));
+    }
+    super::sys::private_dir(dir)?;
+    let veth = net::veth_name(vmid);
+    netns.remove_link(&veth);
+    let machine = machine_name(vmid, dir);
+    let spec = CtSpec {
+        machine: machine.clone(),
+        rootfs: root,
+        veth: veth.clone(),
+        console_log: dir.join("console.log"),
+        binds,
+    };
+    let mut child = container::start(netns, &spec)?;
+    let run = Running {
+        vmid,
+        nspawn: Proc::of(child.id()),
+        machine,
+        netns: netns.name.clone(),
+    };
+    crate::fsutil::write_atomic(&running_file(dir), &serde_json::to_vec(&run)?, 0o600)?;
+    if let Err(e) = netns.attach_when_present(&veth, &plan.net.bridge, Duration::from_secs(30)) {
+        let _ = child.kill();
+        let _ = fs::remove_file(running_file(dir));
+        let log = fs::read_to_string(&spec.console_log).unwrap_or_default();
+        return Err(e.context(format!(
+            "container {vmid} did not come up; its console says:\n{}",
+            super::guest::tail(&log, 20)
+        )));
+    }
+    Ok(plan)
+}
+
+/// nspawn's machine name: unique per vmid and run directory.
+fn machine_name(vmid: u32, dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
+    format!("pve{vmid}-{}", &h[..8])
+}
+
+/// Stops what [`start_container`] started in `dir` (a hard stop, as
+/// `pct stop`); nothing to do when nothing runs. Idempotent.
+pub fn stop(dir: &Path) -> Result<bool> {
+    let f = running_file(dir);
+    let run: Running = match fs::read(&f) {
+        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", f.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
+    };
+    let st = super::state::GuestState {
+        kind: crate::model::lab::GuestKind::Lxc.as_str().into(),
+        vmid: run.vmid,
+        address: Ipv4Addr::UNSPECIFIED,
+        fingerprint: String::new(),
+        instance_id: String::new(),
+        proc: run.nspawn,
+        machine: Some(run.machine.clone()),
+        accel: None,
+        accel_note: None,
+        memory_mib: 0,
+        started: 0,
+    };
+    super::guest::stop(&st);
+    let ns = Netns::new(run.netns);
+    if ns.exists() {
+        ns.remove_link(&net::veth_name(run.vmid));
+    }
+    fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// net0 and the rest as `imgbuild deploy` creates the e2e lab's
+    /// container (what the stand-in stores and `pct config` would print).
+    const CT: &str = "\
+#imgbuild lab e2e guest lab1
+arch: amd64
+cores: 2
+features: nesting=1
+hostname: lab1
+memory: 4096
+mp0: local-lvm:vm-300-disk-1,mp=/var/lib/minio,backup=1,size=10G
+nameserver: 10.77.0.1
+net0: name=eth0,bridge=vmbr0,firewall=0,gw=10.77.0.1,hwaddr=02:A1:B2:C3:D4:E5,ip=10.77.0.10/24,type=veth
+onboot: 1
+ostype: ubuntu
+rootfs: local-lvm:vm-300-disk-0,size=8G
+swap: 512
+tags: imgbuild;lab-e2e
+unprivileged: 1
+
+[before-upgrade]
+hostname: old
+";
+
+    fn parse(t: &str) -> PveConfig {
+        PveConfig::parse(Path::new("300.conf"), t).unwrap()
+    }
+
+    #[test]
+    fn deploys_container_config_translates_key_by_key() {
+        let p = container_plan(&parse(CT)).unwrap();
+        assert_eq!(
+            p.net,
+            CtNetPlan {
+                hostname: "lab1".into(),
+                bridge: "vmbr0".into(),
+                hwaddr: Some("02:A1:B2:C3:D4:E5".into()),
+                address: "10.77.0.10".parse().unwrap(),
+                prefix: 24,
+                gateway: "10.77.0.1".parse().unwrap(),
+                dns: vec!["10.77.0.1".parse().unwrap()],
+            }
+        );
+        assert_eq!(p.rootfs, "local-lvm:vm-300-disk-0");
+        assert_eq!(
+            p.mounts,
+            vec![(
+                "local-lvm:vm-300-disk-1".to_string(),
+                "/var/lib/minio".to_string()
+            )]
+        );
+        assert!(p.ignored.iter().any(|i| i.starts_with("unprivileged:")));
+    }
+
+    #[test]
+    fn a_wrong_or_missing_network_is_refused_naming_the_line() {
+        let cases = [
+            ("ip=10.77.0.10/24,", "ip=dhcp,", "static `ip="),
+            (",gw=10.77.0.1", "", "needs `gw=`"),
+            ("bridge=vmbr0,", "", "needs `bridge=`"),
+            ("type=veth", "type=veth,tag=5", "`tag=` is not supported"),
+            ("firewall=0", "firewall=1", "firewall"),
+        ];
+        for (from, to, want) in cases {
+            let t = CT.replace(from, to);
+            let e = container_plan(&parse(&t)).unwrap_err().to_string();
+            assert!(e.contains("300.conf:9:1: net0: "), "{from}->{to}: {e}");
+            assert!(e.contains(want), "{from}->{to}: {e}");
+        }
+        let e = container_plan(&parse(&CT.replace("net0:", "net1:")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("net0: missing"), "{e}");
+        assert!(e.contains("net1: the local runner gives"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_locks_and_bad_lines_are_errors() {
+        let e = container_plan(&parse(&CT.replace("swap: 512", "lxc.apparmor.profile: x")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("300.conf:13:1: lxc.apparmor.profile: not supported"),
+            "{e}"
+        );
+        let e = PveConfig::parse(Path::new("c"), "hostname lab1\n").unwrap_err();
+        assert!(
+            e.to_string().contains("c:1:1: : expected `key: value`"),
+            "{e}"
+        );
+        let e = container_plan(&parse(
+            &CT.replace("swap: 512", "hookscript: local:snippets/x"),
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("300.conf:13:1: hookscript: not supported"),
+            "{e}"
+        );
+        let e = container_plan(&parse(&format!("lock: create\n{CT}")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("lock: the container is locked (create)"), "{e}");
+        let e = container_plan(&parse(&CT.replace("mp=/var/lib/minio,", "")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mp0: needs a volume and an absolute `mp=`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn snapshot_sections_are_not_the_current_config() {
+        let c = parse(CT);
+        assert_eq!(c.get("hostname"), Some("lab1"));
+    }
+
+    #[test]
+    fn volumes_map_by_id() {
+        let m = volume_map(&["local-lvm:vm-300-disk-0=/s/a=b".into()]).unwrap();
+        assert_eq!(m["local-lvm:vm-300-disk-0"], PathBuf::from("/s/a=b"));
+        assert!(volume_map(&["x".into()]).is_err());
+    }
+}
