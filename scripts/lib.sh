@@ -17,6 +17,9 @@
 #   atomic_mv TMP DEST fsync TMP and rename it onto DEST
 #   sha256_of FILE / sha512_of FILE
 #   elapsed            seconds since the script started (for timing messages)
+#   pin_test_images DIR IMGBUILD
+#                      the committed recipes in DIR, the LXC base pinned to the test
+#                      base, locked against the test mirror (for benches)
 
 set -euo pipefail
 
@@ -134,4 +137,17 @@ publish_base() {
         *) die "publish_base: unknown base type $name" ;;
     esac
     stamp_write "mirror-$name" "$key"
+}
+
+# pin_test_images DIR IMGBUILD: the committed recipes copied into DIR with the
+# LXC base pinned to the test base's digest, and locked against the test
+# mirror, which stands in for the unreachable upstreams (so its checksum files
+# are trusted by name, loudly).
+pin_test_images() {
+    local dir="$1" ib="$2" digest
+    mkdir -p "$dir"
+    cp "$REPO_ROOT/images/ubuntu-22.04-vm.yaml" "$dir/"
+    digest="$(awk '{print $1}' "$CACHE/mirror/ubuntu-22.04-standard_22.04-1_amd64.tar.zst.sha512")"
+    sed "s/sha512:[0-9a-f]\{128\}/sha512:$digest/" "$REPO_ROOT/images/ubuntu-22.04-lxc.yaml" >"$dir/ubuntu-22.04-lxc.yaml"
+    "$ib" lock -q --images "$dir" --mirror "$CACHE/mirror" --trust-mirror-checksums >/dev/null
 }
