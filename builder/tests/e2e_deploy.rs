@@ -325,6 +325,20 @@ fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothin
     ] {
         assert!(checks.contains(&want), "verify lacks {want:?}: {checks:?}");
     }
+    // net0's hwaddr is the guest's: the gateway learnt it from verify's traffic.
+    let hwaddr = net0
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("hwaddr="))
+        .expect("deploy sends net0's hwaddr")
+        .to_lowercase();
+    let neigh = ns
+        .ip(&["neigh", "show", "10.77.0.10", "dev", "vmbr0"])
+        .unwrap()
+        .stdout;
+    assert!(
+        neigh.contains(&format!("lladdr {hwaddr}")),
+        "the guest's MAC is not net0's {hwaddr}: {neigh}"
+    );
     say(
         t0,
         format!(

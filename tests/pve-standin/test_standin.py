@@ -497,6 +497,111 @@ class OldVersionTest(unittest.TestCase):
             s.close()
 
 
+FAKE_RUNNER = r"""#!/usr/bin/env python3
+import json, os, sys, time
+here = os.path.dirname(os.path.abspath(__file__))
+args = sys.argv[1:]
+with open(os.path.join(here, "calls.jsonl"), "a") as f:
+    f.write(json.dumps(args) + "\n")
+def opt(name):
+    return [args[i + 1] for i, a in enumerate(args) if a == name]
+if "--config" in args:
+    with open(opt("--config")[0]) as f:
+        with open(os.path.join(here, "%s.conf" % args[1]), "w") as out:
+            out.write(f.read())
+time.sleep(0.8)
+if args[1] == "start" and os.path.exists(os.path.join(here, "fail")):
+    sys.exit("error: bridge 'vmbr0' does not exist (in network namespace ns1)")
+if args[1] == "create":
+    for v in opt("--volume"):
+        os.makedirs(v.split("=", 1)[1] + "/etc", exist_ok=True)
+"""
+
+
+class HandoffTest(unittest.TestCase):
+    """The hand-off plumbing with a recording runner in place of
+    `imgbuild pve-guest` (builder/tests/e2e_deploy.rs runs the real one)."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="pve-standin-handoff-")
+        self.runner = os.path.join(self.tmp, "imgbuild")
+        with open(self.runner, "w") as f:
+            f.write(FAKE_RUNNER)
+        os.chmod(self.runner, 0o755)
+        cfg = config()
+        cfg["task_ms"] = 50
+        cfg["handoff"] = {"imgbuild": self.runner, "netns": "ns1"}
+        self.s = StandIn(cfg)
+
+    def tearDown(self):
+        self.s.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def calls(self):
+        with open(os.path.join(self.tmp, "calls.jsonl")) as f:
+            return [json.loads(line) for line in f]
+
+    def test_containers_go_to_the_runner_with_their_config_vms_are_refused(self):
+        tmpl = os.path.join(self.tmp, "ubuntu-22.04-x.tar.zst")
+        with open(tmpl, "wb") as f:
+            f.write(b"\x28\xb5\x2f\xfd" + os.urandom(1000))
+        self.s.wait(self.s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=vztmpl",
+                                "-F", "filename=@" + tmpl)[1]["data"])
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"
+        upid = self.s.ok("POST", "/nodes/pve/lxc", *enc(
+            vmid="200", ostemplate="local:vztmpl/ubuntu-22.04-x.tar.zst", rootfs="local-lvm:8",
+            mp0="local-lvm:2,mp=/var/lib/minio,backup=1", hostname="minio", ostype="ubuntu",
+            net0="name=eth0,bridge=vmbr0,ip=192.168.1.200/24,gw=192.168.1.1,hwaddr=02:00:00:00:00:01",
+            **{"ssh-public-keys": key}))
+        time.sleep(0.4)  # the runner takes 0.8 s: the task is still running, the guest locked
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/tasks/%s/status" % urllib.parse.quote(upid, safe=""))["status"],
+                         "running")
+        self.assertEqual(self.s.ok("GET", "/nodes/pve/lxc/200/config")["lock"], "create")
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        self.assertNotIn("lock", self.s.ok("GET", "/nodes/pve/lxc/200/config"))
+        create = self.calls()[0]
+        self.assertEqual(create[:2], ["pve-guest", "create"])
+        stored = create[create.index("--ostemplate") + 1]
+        with open(stored, "rb") as a, open(tmpl, "rb") as b:
+            self.assertEqual(a.read(), b.read(), "the uploaded bytes, as stored")
+        vols = dict(v.split("=", 1) for v in
+                    [create[i + 1] for i, a in enumerate(create) if a == "--volume"])
+        self.assertEqual(sorted(vols), ["local-lvm:vm-200-disk-0", "local-lvm:vm-200-disk-1"])
+        with open(create[create.index("--ssh-public-keys") + 1]) as f:
+            self.assertEqual(f.read(), key)
+
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/lxc/200/status/start"))["exitstatus"], "OK")
+        start = self.calls()[1]
+        self.assertEqual(start[start.index("--netns") + 1], "ns1")
+        with open(os.path.join(self.tmp, "start.conf")) as f:
+            conf = f.read().splitlines()
+        self.assertIn("net0: name=eth0,bridge=vmbr0,gw=192.168.1.1,hwaddr=02:00:00:00:00:01,"
+                      "ip=192.168.1.200/24,type=veth", conf)
+        self.assertIn("mp0: local-lvm:vm-200-disk-1,mp=/var/lib/minio,backup=1,size=2G", conf)
+        self.assertEqual(self.s.control("GET", "state")["guests"]["200"]["status"], "running")
+
+        # a runner failure fails the start task with its message; the guest stays stopped
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/lxc/200/status/stop"))["exitstatus"], "OK")
+        self.assertEqual(self.calls()[2][:2], ["pve-guest", "stop"])
+        open(os.path.join(self.tmp, "fail"), "w").close()
+        st = self.s.wait(self.s.ok("POST", "/nodes/pve/lxc/200/status/start"))
+        self.assertIn("bridge 'vmbr0' does not exist (in network namespace ns1)", st["exitstatus"])
+        self.assertEqual(self.s.control("GET", "state")["guests"]["200"]["status"], "stopped")
+
+        # destroy: the runner stops it, the volume directories and run directory go
+        self.assertTrue(all(os.path.isdir(p) for p in vols.values()))
+        self.assertEqual(self.s.wait(self.s.ok("DELETE", "/nodes/pve/lxc/200"))["exitstatus"], "OK")
+        self.assertEqual(self.calls()[-1][:2], ["pve-guest", "stop"])
+        self.assertFalse(any(os.path.exists(p) for p in vols.values()))
+        self.assertFalse(os.path.exists(os.path.join(self.s.state, "handoff", "run", "200")))
+
+        # VMs are not handed off: their start fails saying so
+        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="100")))
+        st = self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/100/status/start"))
+        self.assertIn("hand-off runs containers only", st["exitstatus"])
+        self.assertEqual(self.s.control("GET", "state")["guests"]["100"]["status"], "stopped")
+
+
 class UploadMemoryTest(unittest.TestCase):
     def test_1gib_sparse_upload_keeps_rss_flat(self):
         s = StandIn(config())

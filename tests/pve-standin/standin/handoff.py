@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 from .cluster import Deferred, TaskError
 
@@ -83,6 +84,7 @@ def _write(path, text, mode=0o600):
 
 def _runner(c, args):
     cmd = [_cfg(c)["imgbuild"], "pve-guest"] + args
+    t0 = time.monotonic()
     try:
         p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=RUNNER_TIMEOUT)
@@ -90,7 +92,8 @@ def _runner(c, args):
         return "imgbuild pve-guest %s: still running after %d s" % (args[0], RUNNER_TIMEOUT)
     except OSError as e:
         return "imgbuild pve-guest %s: %s" % (args[0], e)
-    c.handoff_log.append({"args": args, "rc": p.returncode, "stderr": p.stderr})
+    c.handoff_log.append({"args": args, "rc": p.returncode, "stderr": p.stderr,
+                          "secs": round(time.monotonic() - t0, 2)})
     if p.returncode != 0:
         tail = "\n".join(p.stderr.strip().splitlines()[-15:])
         return "imgbuild pve-guest %s failed (exit %d): %s" % (args[0], p.returncode, tail)

@@ -501,7 +501,37 @@ pub fn start_container(
             super::guest::tail(&log, 20)
         )));
     }
+    if let Some(mac) = &plan.net.hwaddr {
+        if let Err(e) = set_guest_mac(child.id(), mac) {
+            let _ = stop(dir);
+            return Err(e);
+        }
+    }
     Ok(plan)
+}
+
+/// Gives the container's eth0 net0's `hwaddr` (nspawn picks its own MAC),
+/// right after the veth exists, before the guest's network comes up.
+fn set_guest_mac(nspawn_pid: u32, mac: &str) -> Result<()> {
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let leader = loop {
+        if let Some(l) = container::leader(nspawn_pid) {
+            break l;
+        }
+        if std::time::Instant::now() >= end {
+            bail!("the container's init did not appear within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    super::sys::run(
+        std::process::Command::new("nsenter")
+            .arg(format!("--target={leader}"))
+            .args([
+                "--net", "--", "ip", "link", "set", "dev", "eth0", "address", mac,
+            ]),
+        &format!("setting net0's hwaddr {mac} on the container's eth0"),
+    )?;
+    Ok(())
 }
 
 /// nspawn's machine name: unique per vmid and run directory.
