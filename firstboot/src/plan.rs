@@ -311,6 +311,9 @@ pub fn build(seed: &Seed, current_hosts: &str) -> Plan {
         roles::metrics::plan(m, &mut plan);
         roles::metrics::services(seed, m, &mut plan);
     }
+    if let Some(m) = &seed.roles.monitoring {
+        roles::monitoring::plan(m, &mut plan);
+    }
     plan
 }
 
@@ -352,6 +355,14 @@ mod tests {
         golden(
             "devlab.txt",
             &build(&seed("devlab.yaml"), hosts).render(true),
+        );
+    }
+
+    #[test]
+    fn golden_monitoring() {
+        golden(
+            "monitoring.txt",
+            &build(&seed("monitoring.yaml"), "").render(false),
         );
     }
 

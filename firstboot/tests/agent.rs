@@ -402,6 +402,7 @@ fn every_service_unit_scores_at_most_4_under_systemd_analyze_security() {
         fixture("devlab.yaml"),
         worker_only,
         distributed,
+        fixture("monitoring.yaml"),
     ] {
         let seed = firstboot::Seed::from_yaml(&text).unwrap();
         let plan = firstboot::plan::build(&seed, "");
@@ -446,6 +447,8 @@ fn every_service_unit_scores_at_most_4_under_systemd_analyze_security() {
         "minio.service",
         "spark-master.service",
         "spark-worker.service",
+        "node-exporter.service",
+        "prometheus.service",
     ] {
         assert!(
             seen.iter().any(|p| p.ends_with(unit)),

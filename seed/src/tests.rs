@@ -137,6 +137,7 @@ fn canonical_form_is_byte_identical_to_serde_yaml() {
     let mut seeds = vec![
         Seed::from_yaml(&fixture("minio.yaml")).unwrap(),
         Seed::from_yaml(&fixture("devlab.yaml")).unwrap(),
+        Seed::from_yaml(&fixture("monitoring.yaml")).unwrap(),
         Seed::from_yaml("version: 1\nhostname: bare\n").unwrap(),
     ];
     // Strings that libyaml writes plain, single-quoted, or that resolve to

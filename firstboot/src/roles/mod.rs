@@ -3,6 +3,7 @@
 pub mod common;
 pub mod metrics;
 pub mod minio;
+pub mod monitoring;
 pub mod spark;
 
 /// First line of every file the agent writes.
