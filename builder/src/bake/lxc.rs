@@ -172,33 +172,44 @@ fn kind_of(typeflag: u8) -> Kind {
 }
 
 /// Maps an archive path to a guest path (`./etc/` -> `/etc`, `./` -> `/`),
-/// rejecting absolute paths and `..`.
-fn guest_path(raw: &[u8]) -> Result<String> {
-    let s = String::from_utf8_lossy(raw);
-    if s.starts_with('/') {
+/// rejecting absolute paths and `..`. Paths stay raw bytes: to tar and the
+/// kernel `a\xff` and `a\xfe` are two files, and a lossy UTF-8 conversion
+/// would make them one to these checks (a symlink hidden behind a directory).
+fn guest_path(raw: &[u8]) -> Result<Vec<u8>> {
+    if raw.starts_with(b"/") {
         bail!("absolute paths are not allowed");
     }
-    let mut out = String::with_capacity(s.len() + 1);
-    for c in s.split('/') {
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    for c in raw.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => bail!("`..` components are not allowed"),
+            b"" | b"." => {}
+            b".." => bail!("`..` components are not allowed"),
             c => {
-                out.push('/');
-                out.push_str(c);
+                out.push(b'/');
+                out.extend_from_slice(c);
             }
         }
     }
     if out.is_empty() {
-        out.push('/');
+        out.push(b'/');
     }
     Ok(out)
 }
 
-fn parent(path: &str) -> &str {
-    match path.rfind('/') {
-        Some(0) | None => "/",
+/// The parent of an absolute guest path (`/` for `/etc` and `/`).
+fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(0) | None => b"/",
         Some(i) => &path[..i],
+    }
+}
+
+/// An archive path quoted for messages: like `{:?}` when UTF-8, else with its
+/// bytes escaped (`"a\xff"`), so two names that differ only there look different.
+fn display_path(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("\"{}\"", raw.escape_ascii()),
     }
 }
 
@@ -310,6 +321,13 @@ fn encoder_with<W: Write>(
     Ok(e)
 }
 
+/// The bake's stream transform over bytes in memory: a decompressed base tar
+/// in, the template's bytes out (one zstd worker). The fuzz target's entry
+/// point; bakes of files go through [`bake`].
+pub fn transform_bytes(base_tar: &[u8], payload: &Tree) -> Result<Vec<u8>> {
+    transform(base_tar, payload, Vec::new(), 1).map(|(_, out)| out)
+}
+
 /// The bake's core: base tar stream in, template bytes out.
 fn transform<R: Read, W: Write>(
     input: R,
@@ -329,9 +347,9 @@ fn transform<R: Read, W: Write>(
         )?,
         pos: 0,
     };
-    let mut seen: HashMap<String, Kind> = HashMap::new();
+    let mut seen: HashMap<Vec<u8>, Kind> = HashMap::new();
     // Directories both the base and the payload have: the base entry stays.
-    let mut kept_dirs: HashSet<String> = HashSet::new();
+    let mut kept_dirs: HashSet<Vec<u8>> = HashSet::new();
     let mut dot: Option<bool> = None;
 
     while let Some(e) = rdr.next_entry()? {
@@ -342,39 +360,45 @@ fn transform<R: Read, W: Write>(
             continue;
         }
         stats.base_entries += 1;
-        let shown = String::from_utf8_lossy(&e.path).into_owned();
-        let g = guest_path(&e.path).with_context(|| format!("base entry {shown:?}"))?;
+        let shown = display_path(&e.path);
+        let g = guest_path(&e.path).with_context(|| format!("base entry {shown}"))?;
         dot.get_or_insert(e.path.starts_with(b"./"));
-        let mut anc = g.as_str();
-        while anc != "/" {
+        let mut anc = &g[..];
+        while anc != b"/" {
             anc = parent(anc);
             if seen.get(anc) == Some(&Kind::Symlink) {
-                bail!("base entry {shown:?} lies below symlink {anc:?}, extracting it would write through the link");
+                bail!(
+                    "base entry {shown} lies below symlink {}, extracting it would write through the link",
+                    display_path(anc)
+                );
             }
         }
         let mut kind = kind_of(e.typeflag);
         if e.typeflag == b'1' {
-            let t_shown = String::from_utf8_lossy(&e.link).into_owned();
-            let t = guest_path(&e.link).with_context(|| {
-                format!("base hardlink {shown:?} -> {t_shown:?} escapes the root")
-            })?;
-            kind = match seen.get(t.as_str()) {
+            let t_shown = display_path(&e.link);
+            let t = guest_path(&e.link)
+                .with_context(|| format!("base hardlink {shown} -> {t_shown} escapes the root"))?;
+            kind = match seen.get(&t) {
                 Some(Kind::Replaced) => bail!(
-                    "base hardlink {shown:?} points to {t_shown:?}, which the payload replaces; replace both or neither"
+                    "base hardlink {shown} points to {t_shown}, which the payload replaces; replace both or neither"
                 ),
                 Some(k @ (Kind::Other | Kind::Symlink)) => *k,
-                _ => bail!("base hardlink {shown:?} points to {t_shown:?}, which is not a file earlier in the archive"),
+                _ => bail!("base hardlink {shown} points to {t_shown}, which is not a file earlier in the archive"),
             };
         }
-        if let Some(node) = payload.get(&g) {
+        // Payload paths are UTF-8: a base name that is not has no payload twin.
+        if let Some((p, node)) = std::str::from_utf8(&g)
+            .ok()
+            .and_then(|p| Some((p, payload.get(p)?)))
+        {
             let p_dir = matches!(node.kind, NodeKind::Dir);
             match (kind == Kind::Dir, p_dir) {
                 (true, true) => {
                     kept_dirs.insert(g.clone());
                 }
-                (true, false) => bail!("payload {g} would replace the base directory {shown:?}"),
+                (true, false) => bail!("payload {p} would replace the base directory {shown}"),
                 (false, true) => {
-                    bail!("payload directory {g} would replace the base non-directory {shown:?}")
+                    bail!("payload directory {p} would replace the base non-directory {shown}")
                 }
                 (false, false) => {
                     rdr.skip_data(e.data_len)?;
@@ -394,15 +418,16 @@ fn transform<R: Read, W: Write>(
 
     for (path, node) in payload.iter() {
         let is_dir = matches!(node.kind, NodeKind::Dir);
-        if is_dir && kept_dirs.contains(path) {
+        if is_dir && kept_dirs.contains(path.as_bytes()) {
             continue;
         }
-        let par = parent(path);
+        // A prefix of a UTF-8 path ending before a `/` is UTF-8.
+        let par = std::str::from_utf8(parent(path.as_bytes())).unwrap_or("/");
         let ok = par == "/"
             || matches!(payload.get(par).map(|n| &n.kind), Some(NodeKind::Dir))
-            || seen.get(par) == Some(&Kind::Dir);
+            || seen.get(par.as_bytes()) == Some(&Kind::Dir);
         if !ok {
-            match seen.get(par) {
+            match seen.get(par.as_bytes()) {
                 Some(Kind::Symlink) => bail!(
                     "payload {path} lies below the base symlink {par}; use the link's target path"
                 ),
@@ -419,7 +444,7 @@ fn transform<R: Read, W: Write>(
         main_end: 0,
         main_tar_len: tar.pos,
         seed_ready: seed_ready(&seen, payload),
-        has_seed_dir: seen.get(SEED_DIR) == Some(&Kind::Dir)
+        has_seed_dir: seen.get(SEED_DIR.as_bytes()) == Some(&Kind::Dir)
             || matches!(payload.get(SEED_DIR).map(|n| &n.kind), Some(NodeKind::Dir)),
         dot,
     };
@@ -438,18 +463,21 @@ fn transform<R: Read, W: Write>(
 
 /// Whether a seed can be added after the main frame: no seed inside it, `/etc`
 /// a directory, `/etc/imgbuild` a directory or absent.
-fn seed_ready(seen: &HashMap<String, Kind>, payload: &Tree) -> bool {
+fn seed_ready(seen: &HashMap<Vec<u8>, Kind>, payload: &Tree) -> bool {
     let state = |p: &str| -> Option<Kind> {
         match payload.get(p).map(|n| &n.kind) {
             Some(NodeKind::Dir) => Some(Kind::Dir),
             Some(_) => Some(Kind::Other),
-            None => seen.get(p).copied().filter(|k| *k != Kind::Replaced),
+            None => seen
+                .get(p.as_bytes())
+                .copied()
+                .filter(|k| *k != Kind::Replaced),
         }
     };
     state("/etc") == Some(Kind::Dir)
         && matches!(state(SEED_DIR), None | Some(Kind::Dir))
         && state(SEED_PATH).is_none()
-        && seen.get(SEED_PATH).is_none()
+        && seen.get(SEED_PATH.as_bytes()).is_none()
 }
 
 /// The trailer of a baked template: where its entries end, so a seed can be
@@ -643,6 +671,63 @@ mod tests {
             base.len()
         );
         assert!(one == three, "1 worker and 3 workers wrote different bytes");
+    }
+
+    /// A base tar whose names and link targets are written verbatim (any
+    /// bytes, no UTF-8 requirement), like an attacker's archive.
+    fn raw_tar(entries: &[(&[u8], tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, ty, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.as_mut_bytes()[..path.len()].copy_from_slice(path);
+            h.as_mut_bytes()[157..157 + link.len()].copy_from_slice(link);
+            h.set_entry_type(*ty);
+            h.set_mode(0o755);
+            h.set_mtime(1_600_000_000);
+            h.set_size(0);
+            h.set_cksum();
+            b.append(&h, &[][..]).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn names_are_compared_as_raw_bytes() {
+        use tar::EntryType as T;
+        let bake = |base: &[u8]| transform(base, &Tree::new(), Vec::new(), 1).map(|_| ());
+        // `x\xff` and `x\xfe` are two entries to tar; as lossy UTF-8 both are
+        // `x\u{FFFD}`, and the directory would hide the symlink from the check.
+        let through_link = raw_tar(&[
+            (b"./", T::Directory, b""),
+            (b"./etc/", T::Directory, b""),
+            (b"./x\xff", T::Symlink, b"/etc"),
+            (b"./x\xfe/", T::Directory, b""),
+            (b"./x\xff/shadow", T::Regular, b""),
+        ]);
+        let err = bake(&through_link).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(r#"lies below symlink "/x\xff""#),
+            "{err:#}"
+        );
+        // A hardlink to a name the archive does not have, only its lossy twin.
+        let hardlink = raw_tar(&[
+            (b"./", T::Directory, b""),
+            (b"./a\xff", T::Regular, b""),
+            (b"./h", T::Link, b"./a\xfe"),
+        ]);
+        let err = bake(&hardlink).unwrap_err();
+        assert!(
+            format!("{err:#}").contains(r#"points to "./a\xfe", which is not a file earlier"#),
+            "{err:#}"
+        );
+        // Names that are not UTF-8 are fine on their own.
+        bake(&raw_tar(&[
+            (b"./", T::Directory, b""),
+            (b"./x\xfe/", T::Directory, b""),
+            (b"./x\xfe/f\xff", T::Regular, b""),
+            (b"./h", T::Link, b"./x\xfe/f\xff"),
+        ]))
+        .unwrap();
     }
 
     #[test]

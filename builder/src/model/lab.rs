@@ -43,6 +43,12 @@ pub fn load(path: &Path) -> Result<Lab> {
     lab_parse::load(path).map_err(|d| BadInput(d).into())
 }
 
+/// [`load`] of a lab file's text already in memory (the fuzz target's entry
+/// point); `path` names it in diagnostics and anchors relative key paths.
+pub fn from_text(path: &Path, text: &str) -> Result<Lab> {
+    lab_parse::parse(path, text).map_err(|d| BadInput(d).into())
+}
+
 /// A whole lab file.
 #[derive(Debug, Clone)]
 pub struct Lab {

@@ -26,8 +26,14 @@ pub(crate) fn load(path: &Path) -> Result<Lab, Vec<Diagnostic>> {
             message: format!("cannot read the lab file: {e}"),
         }]
     })?;
+    parse(path, &text)
+}
+
+/// Converts and checks the text of a lab file read from `path` (which names
+/// it in diagnostics and anchors relative SSH key paths).
+pub(crate) fn parse(path: &Path, text: &str) -> Result<Lab, Vec<Diagnostic>> {
     let mut ctx = Ctx::new(path);
-    let lab = yaml::parse(&mut ctx, &text).and_then(|root| convert(&mut ctx, &root, path));
+    let lab = yaml::parse(&mut ctx, text).and_then(|root| convert(&mut ctx, &root, path));
     match lab {
         Some(lab) if !ctx.has_errors() => {
             check::lab(&lab, &mut ctx);

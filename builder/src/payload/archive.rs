@@ -342,36 +342,82 @@ fn components(raw: &[u8]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// Symlinks followed while resolving one target at most, the kernel's limit.
+const MAX_SYMLINK_HOPS: usize = 40;
+
 /// Resolves symlink `target` of the entry at `rel` (relative to the
-/// destination `dest`) lexically; errors when it leaves `dest`.
-fn check_symlink(dest: &str, rel: &str, target: &str) -> Result<()> {
-    let escape = || anyhow::anyhow!("entry {rel:?}: symlink target {target:?} leaves {dest}");
-    let (mut stack, rest): (Vec<&str>, &str) = match target.strip_prefix('/') {
-        Some(abs) => {
-            let under = abs
-                .strip_prefix(dest.trim_start_matches('/'))
-                .ok_or_else(escape)?;
-            if !(under.is_empty() || under.starts_with('/')) {
-                return Err(escape());
-            }
-            (Vec::new(), under)
-        }
-        None => {
-            let mut s: Vec<&str> = rel.split('/').collect();
-            s.pop();
-            (s, target)
-        }
+/// destination `dest`) the way the kernel will in the guest: component by
+/// component, following the archive's own symlinks on the way. Each link alone
+/// may stay inside `dest` while a chain leaves it (`x/b -> ..` and
+/// `a -> x/b/../../etc/shadow`), so a lexical check is not enough. Errors when
+/// the resolution leaves `dest` or loops.
+fn check_symlink<'a>(
+    dest: &str,
+    rel: &'a str,
+    target: &'a str,
+    entries: &'a BTreeMap<String, Entry>,
+) -> Result<()> {
+    let escape = |via: Option<&str>| {
+        let via = via.map_or(String::new(), |l| format!(" through the symlink {l:?}"));
+        anyhow::anyhow!("entry {rel:?}: symlink target {target:?} leaves {dest}{via}")
     };
-    for c in rest.split('/') {
+    // Where the walk is (components below `dest`) and the components still to
+    // walk, last one first.
+    let mut at: Vec<&str> = rel.split('/').collect();
+    at.pop();
+    let mut todo: Vec<&str> = Vec::new();
+    enter_target(dest, &mut at, &mut todo, target).ok_or_else(|| escape(None))?;
+    let mut hops = 0;
+    let mut last_link = None;
+    while let Some(c) = todo.pop() {
         match c {
             "" | "." => {}
             ".." => {
-                stack.pop().ok_or_else(escape)?;
+                if at.pop().is_none() {
+                    return Err(escape(last_link));
+                }
             }
-            c => stack.push(c),
+            c => {
+                at.push(c);
+                let here = at.join("/");
+                if let Some((link, Entry::Symlink { target: t, .. })) = entries.get_key_value(&here)
+                {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        bail!("entry {rel:?}: symlink target {target:?} loops (more than {MAX_SYMLINK_HOPS} links on the way)");
+                    }
+                    at.pop();
+                    last_link = Some(link.as_str());
+                    enter_target(dest, &mut at, &mut todo, t).ok_or_else(|| escape(last_link))?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Starts walking symlink target `t`: a relative one from `at` (the link's
+/// directory), an absolute one from `dest`; `None` when an absolute target
+/// is not under `dest`.
+fn enter_target<'a>(
+    dest: &str,
+    at: &mut Vec<&'a str>,
+    todo: &mut Vec<&'a str>,
+    t: &'a str,
+) -> Option<()> {
+    let rest = match t.strip_prefix('/') {
+        Some(abs) => {
+            let under = abs.strip_prefix(dest.trim_start_matches('/'))?;
+            if !(under.is_empty() || under.starts_with('/')) {
+                return None;
+            }
+            at.clear();
+            under
+        }
+        None => t,
+    };
+    todo.extend(rest.split('/').rev());
+    Some(())
 }
 
 fn unpack_stream(reader: impl Read, dest: &str, strip: u32, tmp: &Path) -> Result<Manifest> {
@@ -442,7 +488,6 @@ fn unpack_stream(reader: impl Read, dest: &str, strip: u32, tmp: &Path) -> Resul
                 .with_context(|| format!("entry {shown:?}: symlink without a target"))?;
             let target = String::from_utf8(target.into_owned())
                 .map_err(|_| anyhow::anyhow!("entry {shown:?}: symlink target is not UTF-8"))?;
-            check_symlink(dest, &rel, &target)?;
             symlinks.insert(rel.clone());
             Entry::Symlink { mtime, target }
         } else if ty.is_hard_link() {
@@ -495,11 +540,16 @@ fn unpack_stream(reader: impl Read, dest: &str, strip: u32, tmp: &Path) -> Resul
             },
         );
     }
-    for rel in entries.keys() {
+    for (rel, e) in &entries {
         if let Some((parent, _)) = rel.rsplit_once('/') {
             if !matches!(entries.get(parent), Some(Entry::Dir { .. })) {
                 bail!("entry {rel:?}: its parent {parent:?} is not a directory");
             }
+        }
+        // Through the whole tree: a link may point through one that comes later
+        // in the archive, and a hardlink copies a symlink to another place.
+        if let Entry::Symlink { target, .. } = e {
+            check_symlink(dest, rel, target, &entries)?;
         }
     }
     Ok(Manifest {
@@ -679,6 +729,91 @@ mod tests {
         entry(&mut b, "top/a/abs", T::Symlink, 0o777, "/opt/x/a", b"");
         let ar = write(d.path(), "ok.tar", &b.into_inner().unwrap());
         unpack_into_tree(&ar, "/opt/x", 1, &d.path().join("ok")).unwrap();
+    }
+
+    /// Unpacks entries (after a `top/` directory) into `/opt/x`.
+    fn unpack_entries(
+        d: &Path,
+        name: &str,
+        entries: &[(&str, tar::EntryType, &str)],
+    ) -> Result<Tree> {
+        let mut b = tar::Builder::new(Vec::new());
+        entry(&mut b, "top/", tar::EntryType::Directory, 0o755, "", b"");
+        for (path, ty, link) in entries {
+            entry(&mut b, path, *ty, 0o777, link, b"");
+        }
+        let ar = write(d, &format!("{name}.tar"), &b.into_inner().unwrap());
+        unpack_into_tree(&ar, "/opt/x", 1, &d.join(name))
+    }
+
+    #[test]
+    fn rejects_symlink_chains_that_leave_the_destination() {
+        use tar::EntryType as T;
+        let d = tempfile::tempdir().unwrap();
+        // Each link alone stays inside /opt/x; resolved through `x/b` (which
+        // is /opt/x itself) the second climbs to / and reaches /etc/shadow.
+        let chain = [
+            ("top/x/", T::Directory, ""),
+            ("top/x/b", T::Symlink, ".."),
+            ("top/a", T::Symlink, "x/b/../../etc/shadow"),
+        ];
+        type Entries<'a> = Vec<(&'a str, T, &'a str)>;
+        let cases: Vec<(&str, Entries, &str)> = vec![
+            ("chain", chain.to_vec(), "leaves /opt/x through the symlink \"x/b\""),
+            // The link it goes through may come later in the archive.
+            ("chain-later", vec![chain[2], chain[0], chain[1]], "through the symlink"),
+            (
+                "chain-absolute",
+                vec![
+                    chain[0],
+                    chain[1],
+                    ("top/a", T::Symlink, "/opt/x/x/b/../../etc/shadow"),
+                ],
+                "through the symlink",
+            ),
+            // Through two links: y -> x/b -> /opt/x, then up.
+            (
+                "chain-of-links",
+                vec![
+                    chain[0],
+                    chain[1],
+                    ("top/y", T::Symlink, "x/b"),
+                    ("top/z", T::Symlink, "y/../etc"),
+                ],
+                "entry \"z\": symlink target \"y/../etc\" leaves /opt/x through the symlink \"x/b\"",
+            ),
+            // A hardlink copies a symlink to a place where its target means
+            // something else: `..` from x/ is /opt/x, from the top it is /opt.
+            (
+                "hardlinked-symlink",
+                vec![chain[0], chain[1], ("top/h", T::Link, "top/x/b")],
+                "entry \"h\": symlink target \"..\" leaves /opt/x",
+            ),
+            (
+                "loop",
+                vec![("top/l1", T::Symlink, "l2/f"), ("top/l2", T::Symlink, "l1")],
+                "loops",
+            ),
+        ];
+        for (name, entries, want) in cases {
+            let err = unpack_entries(d.path(), name, &entries).unwrap_err();
+            assert!(format!("{err:#}").contains(want), "{name}: {err:#}");
+            assert!(!d.path().join(name).exists(), "{name}");
+        }
+        // Chains that stay inside are fine, in any order.
+        unpack_entries(
+            d.path(),
+            "ok",
+            &[
+                ("top/bin/jar", T::Symlink, "../lib/a.jar"),
+                ("top/lib", T::Symlink, "real/lib"),
+                ("top/real/lib/", T::Directory, ""),
+                ("top/real/up", T::Symlink, ".."),
+                ("top/real/self", T::Symlink, "up/real/up/real"),
+                ("top/abs", T::Symlink, "/opt/x/real/up/lib"),
+            ],
+        )
+        .unwrap();
     }
 
     #[test]
