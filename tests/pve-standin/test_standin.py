@@ -541,7 +541,7 @@ class HandoffTest(unittest.TestCase):
         with open(os.path.join(self.tmp, "calls.jsonl")) as f:
             return [json.loads(line) for line in f]
 
-    def test_containers_go_to_the_runner_with_their_config_vms_are_refused(self):
+    def test_containers_go_to_the_runner_with_their_config(self):
         tmpl = os.path.join(self.tmp, "ubuntu-22.04-x.tar.zst")
         with open(tmpl, "wb") as f:
             f.write(b"\x28\xb5\x2f\xfd" + os.urandom(1000))
@@ -595,11 +595,45 @@ class HandoffTest(unittest.TestCase):
         self.assertFalse(any(os.path.exists(p) for p in vols.values()))
         self.assertFalse(os.path.exists(os.path.join(self.s.state, "handoff", "run", "200")))
 
-        # VMs are not handed off: their start fails saying so
-        self.s.wait(self.s.ok("POST", "/nodes/pve/qemu", *enc(vmid="100")))
-        st = self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/100/status/start"))
-        self.assertIn("hand-off runs containers only", st["exitstatus"])
-        self.assertEqual(self.s.control("GET", "state")["guests"]["100"]["status"], "stopped")
+
+    def qemu_img_info(self, path):
+        return json.loads(subprocess.run(["qemu-img", "info", "--output=json", path], check=True,
+                                         capture_output=True, text=True).stdout)
+
+    def test_vms_get_qcow2_disks_from_their_import_and_go_to_the_runner(self):
+        img = os.path.join(self.tmp, "base.qcow2")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", img, "1G"], check=True)
+        iso = os.path.join(self.tmp, "seed.iso")
+        with open(iso, "wb") as f:
+            f.write(os.urandom(4096))
+        for content, path in (("import", img), ("iso", iso)):
+            self.s.wait(self.s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=" + content,
+                                    "-F", "filename=@" + path)[1]["data"])
+        upid = self.s.ok("POST", "/nodes/pve/qemu", *enc(
+            vmid="100", name="devlab", cores="2", memory="2048", scsihw="virtio-scsi-single",
+            scsi0="local-lvm:0,import-from=local:import/base.qcow2,discard=on",
+            scsi1="local-lvm:1,serial=imgbuild-data,discard=on,backup=1",
+            ide2="local:iso/seed.iso,media=cdrom", net0="virtio=02:00:00:00:00:02,bridge=vmbr0,firewall=0"))
+        self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
+        conf = self.s.ok("GET", "/nodes/pve/qemu/100/config")
+        d0 = os.path.join(self.s.state, "handoff", "volumes", "local-lvm", conf["scsi0"].split(",")[0].split(":")[1])
+        d1 = os.path.join(self.s.state, "handoff", "volumes", "local-lvm", conf["scsi1"].split(",")[0].split(":")[1])
+        self.assertEqual([self.qemu_img_info(p)["virtual-size"] for p in (d0, d1)], [1 << 30, 1 << 30])
+        self.assertEqual(self.s.wait(self.s.ok("PUT", "/nodes/pve/qemu/100/resize",
+                                               *enc(disk="scsi0", size="3G")))["exitstatus"], "OK")
+        self.assertEqual(self.qemu_img_info(d0)["virtual-size"], 3 << 30)
+
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/100/status/start"))["exitstatus"], "OK")
+        start = self.calls()[-1]
+        self.assertEqual(start[start.index("--kind") + 1], "qemu")
+        vols = dict(v.split("=", 1) for v in [start[i + 1] for i, a in enumerate(start) if a == "--volume"])
+        self.assertEqual(sorted(vols.values())[:2], sorted([d0, d1]))
+        with open(vols["local:iso/seed.iso"], "rb") as a, open(iso, "rb") as b:
+            self.assertEqual(a.read(), b.read())
+        self.assertEqual(self.s.wait(self.s.ok("POST", "/nodes/pve/qemu/100/status/stop"))["exitstatus"], "OK")
+        self.assertEqual(self.calls()[-1][:2], ["pve-guest", "stop"])
+        self.assertEqual(self.s.wait(self.s.ok("DELETE", "/nodes/pve/qemu/100"))["exitstatus"], "OK")
+        self.assertFalse(os.path.exists(d0) or os.path.exists(d1))
 
 
 class UploadMemoryTest(unittest.TestCase):

@@ -1,11 +1,13 @@
-//! `imgbuild pve-guest`: run a Proxmox VE container config
-//! (`/etc/pve/lxc/<vmid>.conf`, or what `pct config` prints) on this machine
-//! with the local runner: `create` extracts its template into its root
-//! volume as `pct create` does, `start` boots it in systemd-nspawn on its
+//! `imgbuild pve-guest`: run a Proxmox VE guest config
+//! (`/etc/pve/lxc/<vmid>.conf` or `/etc/pve/qemu-server/<vmid>.conf`, or
+//! what `pct config`/`qm config` print) on this machine with the local
+//! runner: `create` extracts a container's template into its root volume as
+//! `pct create` does, `start` boots the guest (systemd-nspawn or QEMU) on its
 //! `net0` bridge inside a network namespace, `stop` stops it. Volumes are
-//! directories given as `--volume VOLID=DIR`. The tests' Proxmox stand-in
-//! hands every container it creates and starts to this, so the config
-//! `imgbuild deploy` sends is the config that boots.
+//! given as `--volume VOLID=PATH` (a directory for a container volume, a
+//! qcow2 or ISO file for a VM's). The tests' Proxmox stand-in hands every
+//! container it creates and starts to this, so the config `imgbuild deploy`
+//! sends is the config that boots.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +15,7 @@ use anyhow::{Context, Result};
 
 use crate::target::local::net::Netns;
 use crate::target::local::pve::{self, PveConfig};
+use crate::target::local::vm::Accel;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,10 +37,17 @@ pub enum Action {
         #[arg(long, value_name = "FILE")]
         ssh_public_keys: Option<PathBuf>,
     },
-    /// Boot the container in systemd-nspawn on its net0 bridge inside NETNS.
+    /// Boot the guest (a container in systemd-nspawn, a VM in QEMU) on its
+    /// net0 bridge inside NETNS.
     Start {
         #[command(flatten)]
         guest: Guest,
+        /// The config's kind (default: `lxc` when it has a `rootfs`, else `qemu`).
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// VMs: the accelerator (no automatic fallback here).
+        #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+        accel: Accel,
         /// The network namespace (`ip netns`) holding net0's bridge.
         #[arg(long, value_name = "NAME")]
         netns: String,
@@ -50,6 +60,13 @@ pub enum Action {
         #[arg(long, value_name = "DIR")]
         run_dir: PathBuf,
     },
+}
+
+/// A Proxmox guest type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Lxc,
+    Qemu,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,20 +130,51 @@ pub fn run(args: Args) -> Result<()> {
         }
         Action::Start {
             guest,
+            kind,
+            accel,
             netns,
             run_dir,
         } => {
             let vmid = guest.vmid()?;
             let cfg = PveConfig::load(&guest.config)?;
             let vols = pve::volume_map(&guest.volumes)?;
-            let plan = pve::start_container(&cfg, vmid, &vols, &Netns::new(netns), &run_dir)?;
-            for i in &plan.ignored {
+            let netns = Netns::new(netns);
+            let kind = kind.unwrap_or(if cfg.entries.contains_key("rootfs") {
+                Kind::Lxc
+            } else {
+                Kind::Qemu
+            });
+            let (ignored, what) = match kind {
+                Kind::Lxc => {
+                    let p = pve::start_container(&cfg, vmid, &vols, &netns, &run_dir)?;
+                    let n = &p.net;
+                    let what = format!(
+                        "container {} at {}/{} on {}",
+                        n.hostname, n.address, n.prefix, n.bridge
+                    );
+                    (p.ignored, what)
+                }
+                Kind::Qemu => {
+                    let p = pve::start_vm(&cfg, vmid, &vols, &netns, &run_dir, accel)?;
+                    let what = format!(
+                        "VM {} ({}) with {} disk(s){} on {}",
+                        p.name,
+                        accel.as_str(),
+                        p.disks.len(),
+                        if p.cdrom.is_some() {
+                            " and a CD-ROM"
+                        } else {
+                            ""
+                        },
+                        p.bridge
+                    );
+                    (p.ignored, what)
+                }
+            };
+            for i in &ignored {
                 eprintln!("pve-guest: {vmid}: ignored {i}");
             }
-            eprintln!(
-                "pve-guest: {vmid} started: {} at {}/{} on {}",
-                plan.net.hostname, plan.net.address, plan.net.prefix, plan.net.bridge
-            );
+            eprintln!("pve-guest: {vmid} started: {what}");
             Ok(())
         }
         Action::Stop { run_dir } => {

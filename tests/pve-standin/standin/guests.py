@@ -358,6 +358,9 @@ def h_qemu_create(c, p, user, info, fault):
             c.guests.pop(vmid, None)
             raise TaskError("%s %s" % (emsg, e))
         g.config = conf
+        if not start:
+            return handoff.on_qemu_create(c, g, {ds: d.get("import-from") for ds, d in drives.items()
+                                                 if d.get("media") != "cdrom"})
         if start:
             task.log.append("Execute autostart")
             try:
@@ -842,6 +845,7 @@ def h_resize(c, p, user, kind, fault):
         parts = [d.pop(key)] + ["%s=%s" % (k, d[k]) for k in sorted(d)]
         g.config[disk] = ",".join(parts)
         task.log.append("Size of logical volume %s changed from %s to %s." % (volname, size, newsize))
+        handoff.on_resize(c, g, vol, newsize)
     ttype = "resize"
     return c.start_task(g.node, ttype, str(g.vmid), user, work, fail=fault, busy_key=g.vmid)
 

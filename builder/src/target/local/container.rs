@@ -134,9 +134,8 @@ pub struct CtSpec {
     /// The veth's host side (in the lab namespace); the guest sees `eth0`.
     pub veth: String,
     pub console_log: PathBuf,
-    /// Mount points: (directory on this host, path in the container), as
-    /// pct mounts a container's `mpN` volumes.
-    pub binds: Vec<(PathBuf, String)>,
+    /// Extra `--bind=` arguments (the data volume, as Proxmox's `mp0`).
+    pub binds: Vec<String>,
 }
 
 /// Starts `systemd-nspawn --boot` inside `netns` (nsenter switches only the
@@ -155,11 +154,7 @@ pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
         // The host may have no systemd/machined: do not register with it.
         .args(["--register=no", "--keep-unit"])
         .arg(format!("--network-veth-extra={}:eth0", spec.veth))
-        .args(
-            spec.binds
-                .iter()
-                .map(|(host, guest)| format!("--bind={}:{guest}", host.display())),
-        )
+        .args(&spec.binds)
         .arg("-D")
         .arg(&spec.rootfs)
         .args(["-M", &spec.machine])

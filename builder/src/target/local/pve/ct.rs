@@ -1,17 +1,8 @@
-//! A Proxmox VE guest config (`/etc/pve/lxc/<vmid>.conf`, as `pct config`
-//! prints it) run on the local target: `imgbuild pve-guest`. The config is
-//! read as Proxmox stores it and translated key by key into what the local
-//! runner boots (a container in systemd-nspawn on a veth into a network
-//! namespace's bridge, with the network files `pct` writes), so a wrong
-//! `net0`, a missing mount point or an unknown key shows up here instead of
-//! being re-derived from the lab file. The Proxmox stand-in of the tests
-//! hands every container it starts to this (tests/pve-standin/README.md).
-//!
-//! Keys are honoured, knowingly ignored (said why in [`IGNORED`]), or
-//! refused: a key the runner does not know is an error naming its line.
-//!
-//! Containers only: a VM config is refused with a clear message (the local
-//! target boots VMs from the lab file under `imgbuild up`).
+//! A Proxmox container config on the local runner: `pct create`'s
+//! extraction into the root volume, then pct's network files from `net0`,
+//! `hostname` and `nameserver` and systemd-nspawn on `veth<vmid>i0` into the
+//! namespace's bridge named in `net0`, eth0 given `net0`'s `hwaddr`, the
+//! `mpN` volumes bound at their `mp=`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -19,25 +10,16 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{bail, Context, Result};
 
-use super::container::{self, CtNet, CtSpec};
-use super::net::{self, Netns};
-use super::sys::Proc;
+use super::{diag, path_of, props, running_file, save_running, stop, PveConfig, Running};
 use crate::diag::{BadInput, Diagnostic};
-
-/// One guest config: `key: value` lines of the current config (the
-/// `[snapshot]` sections after it are not part of it).
-#[derive(Debug, Clone)]
-pub struct PveConfig {
-    pub file: PathBuf,
-    /// key -> (value, 1-based line).
-    pub entries: BTreeMap<String, (String, usize)>,
-}
+use crate::target::local::container::{self, CtNet, CtSpec};
+use crate::target::local::net::{self, Netns};
+use crate::target::local::sys::Proc;
 
 /// Container keys read but without effect here, and why.
-pub const IGNORED: &[(&str, &str)] = &[
+pub const CT_IGNORED: &[(&str, &str)] = &[
     ("arch", "the host's architecture is used"),
     ("description", "a comment"),
     ("tags", "Proxmox metadata"),
@@ -61,86 +43,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("timezone", "the template's own"),
     ("parent", "snapshot metadata"),
 ];
-
-impl PveConfig {
-    /// Parses the text of a guest config.
-    pub fn parse(file: &Path, text: &str) -> Result<PveConfig, BadInput> {
-        let mut entries = BTreeMap::new();
-        let mut bad = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let n = i + 1;
-            let t = line.trim_end();
-            if t.is_empty() || t.starts_with('#') {
-                continue;
-            }
-            if t.starts_with('[') {
-                break;
-            }
-            match t.split_once(':') {
-                Some((k, v))
-                    if !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) =>
-                {
-                    if entries
-                        .insert(k.to_string(), (v.trim().to_string(), n))
-                        .is_some()
-                    {
-                        bad.push(diag(file, n, k, "set twice"));
-                    }
-                }
-                _ => bad.push(diag(file, n, "", "expected `key: value`")),
-            }
-        }
-        if bad.is_empty() {
-            Ok(PveConfig {
-                file: file.to_path_buf(),
-                entries,
-            })
-        } else {
-            Err(BadInput(bad))
-        }
-    }
-
-    /// Reads and parses `file`.
-    pub fn load(file: &Path) -> Result<PveConfig> {
-        let text =
-            fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        Ok(PveConfig::parse(file, &text)?)
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.entries.get(key).map(|(v, _)| v.as_str())
-    }
-
-    fn bad(&self, key: &str, message: impl Into<String>) -> Diagnostic {
-        let line = self.entries.get(key).map(|(_, l)| *l).unwrap_or(1);
-        diag(&self.file, line, key, message)
-    }
-}
-
-fn diag(file: &Path, line: usize, field: &str, message: impl Into<String>) -> Diagnostic {
-    Diagnostic {
-        file: file.to_path_buf(),
-        line,
-        column: 1,
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
-
-/// A property string (`default,k=v,k=v`) as a map; the bare first value
-/// under `default_key`.
-pub fn props(value: &str, default_key: &str) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    for part in value.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('=') {
-            Some((k, v)) => m.insert(k.to_string(), v.to_string()),
-            None => m.insert(default_key.to_string(), part.to_string()),
-        };
-    }
-    m
-}
 
 /// A container as the local runner boots it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +97,7 @@ pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
             ignored.push(format!("{k}: a detached volume"));
         } else if k == "lock" {
             bad.push(cfg.bad(k, format!("the container is locked ({v}): not started")));
-        } else if let Some((_, why)) = IGNORED.iter().find(|(i, _)| i == k) {
+        } else if let Some((_, why)) = CT_IGNORED.iter().find(|(i, _)| i == k) {
             ignored.push(format!("{k}: {why}"));
         } else {
             bad.push(cfg.bad(
@@ -354,24 +256,6 @@ fn net0(cfg: &PveConfig, bad: &mut Vec<Diagnostic>) -> Option<Net0> {
     Some((bridge?, p.get("hwaddr").cloned(), address, prefix, gw?))
 }
 
-/// Volume ids mapped to where they are on this host (`VOLID=PATH`).
-pub fn volume_map(pairs: &[String]) -> Result<BTreeMap<String, PathBuf>> {
-    let mut m = BTreeMap::new();
-    for p in pairs {
-        let (k, v) = p
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--volume {p}: expected VOLID=PATH"))?;
-        m.insert(k.to_string(), PathBuf::from(v));
-    }
-    Ok(m)
-}
-
-fn path_of<'a>(vols: &'a BTreeMap<String, PathBuf>, volid: &str, key: &str) -> Result<&'a Path> {
-    vols.get(volid).map(PathBuf::as_path).ok_or_else(|| {
-        anyhow!("{key}: volume {volid} is not mapped to a directory (--volume {volid}=DIR)")
-    })
-}
-
 /// `pct create`'s part after the volumes exist: the template extracted into
 /// the root volume with pct's tar flags, the mount points' directories
 /// created, and the SSH keys written to root's `authorized_keys`.
@@ -412,19 +296,6 @@ pub fn create_container(
     Ok(plan)
 }
 
-/// What `start` leaves in the run directory for `stop`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Running {
-    pub vmid: u32,
-    pub nspawn: Option<Proc>,
-    pub machine: String,
-    pub netns: String,
-}
-
-fn running_file(dir: &Path) -> PathBuf {
-    dir.join("running.json")
-}
-
 /// Starts the container: pct's network files from `net0`/`hostname`/
 /// `nameserver`, then systemd-nspawn on `veth<vmid>i0` into `netns`'s
 /// bridge named in `net0`, the mount points bound. Returns once the veth is
@@ -441,23 +312,7 @@ pub fn start_container(
     if running_file(dir).exists() {
         stop(dir)?;
     }
-    if !netns.exists() {
-        bail!("network namespace {} does not exist", netns.name);
-    }
-    if !super::sys::succeeds(std::process::Command::new("ip").args([
-        "-n",
-        &netns.name,
-        "link",
-        "show",
-        &plan.net.bridge,
-    ])) {
-        // pve-container's words.
-        bail!(
-            "bridge '{}' does not exist (in network namespace {})",
-            plan.net.bridge,
-            netns.name
-        );
-    }
+    super::check_bridge(netns, &plan.net.bridge)?;
     let root = path_of(vols, &plan.rootfs, "rootfs")?.to_path_buf();
     if !root.join("etc").is_dir() {
         bail!(
@@ -471,9 +326,9 @@ pub fn start_container(
     for (vol, mp) in &plan.mounts {
         let d = path_of(vols, vol, "mp")?;
         fs::create_dir_all(root.join(mp.trim_start_matches('/')))?;
-        binds.push((d.to_path_buf(), mp.clone()));
+        binds.push(format!("--bind={}:{mp}", d.display()));
     }
-    super::sys::private_dir(dir)?;
+    crate::target::local::sys::private_dir(dir)?;
     let veth = net::veth_name(vmid);
     netns.remove_link(&veth);
     let machine = machine_name(vmid, dir);
@@ -487,18 +342,21 @@ pub fn start_container(
     let mut child = container::start(netns, &spec)?;
     let run = Running {
         vmid,
-        nspawn: Proc::of(child.id()),
-        machine,
+        kind: "lxc".into(),
+        pid: Proc::of(child.id()),
+        machine: Some(machine),
         netns: netns.name.clone(),
+        link: veth.clone(),
+        rootfs: Some(spec.rootfs.clone()),
     };
-    crate::fsutil::write_atomic(&running_file(dir), &serde_json::to_vec(&run)?, 0o600)?;
+    save_running(dir, &run)?;
     if let Err(e) = netns.attach_when_present(&veth, &plan.net.bridge, Duration::from_secs(30)) {
         let _ = child.kill();
         let _ = fs::remove_file(running_file(dir));
         let log = fs::read_to_string(&spec.console_log).unwrap_or_default();
         return Err(e.context(format!(
             "container {vmid} did not come up; its console says:\n{}",
-            super::guest::tail(&log, 20)
+            crate::target::local::guest::tail(&log, 20)
         )));
     }
     if let Some(mac) = &plan.net.hwaddr {
@@ -523,7 +381,7 @@ fn set_guest_mac(nspawn_pid: u32, mac: &str) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    super::sys::run(
+    crate::target::local::sys::run(
         std::process::Command::new("nsenter")
             .arg(format!("--target={leader}"))
             .args([
@@ -539,37 +397,6 @@ fn machine_name(vmid: u32, dir: &Path) -> String {
     use sha2::{Digest, Sha256};
     let h = hex::encode(Sha256::digest(dir.as_os_str().as_encoded_bytes()));
     format!("pve{vmid}-{}", &h[..8])
-}
-
-/// Stops what [`start_container`] started in `dir` (a hard stop, as
-/// `pct stop`); nothing to do when nothing runs. Idempotent.
-pub fn stop(dir: &Path) -> Result<bool> {
-    let f = running_file(dir);
-    let run: Running = match fs::read(&f) {
-        Ok(b) => serde_json::from_slice(&b).with_context(|| format!("reading {}", f.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", f.display())),
-    };
-    let st = super::state::GuestState {
-        kind: crate::model::lab::GuestKind::Lxc.as_str().into(),
-        vmid: run.vmid,
-        address: Ipv4Addr::UNSPECIFIED,
-        fingerprint: String::new(),
-        instance_id: String::new(),
-        proc: run.nspawn,
-        machine: Some(run.machine.clone()),
-        accel: None,
-        accel_note: None,
-        memory_mib: 0,
-        started: 0,
-    };
-    super::guest::stop(&st);
-    let ns = Netns::new(run.netns);
-    if ns.exists() {
-        ns.remove_link(&net::veth_name(run.vmid));
-    }
-    fs::remove_file(&f).with_context(|| format!("removing {}", f.display()))?;
-    Ok(true)
 }
 
 #[cfg(test)]
@@ -685,18 +512,5 @@ hostname: old
             e.contains("mp0: needs a volume and an absolute `mp=`"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn snapshot_sections_are_not_the_current_config() {
-        let c = parse(CT);
-        assert_eq!(c.get("hostname"), Some("lab1"));
-    }
-
-    #[test]
-    fn volumes_map_by_id() {
-        let m = volume_map(&["local-lvm:vm-300-disk-0=/s/a=b".into()]).unwrap();
-        assert_eq!(m["local-lvm:vm-300-disk-0"], PathBuf::from("/s/a=b"));
-        assert!(volume_map(&["x".into()]).is_err());
     }
 }
