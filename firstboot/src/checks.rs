@@ -49,6 +49,33 @@ pub fn run(root: &Path, check: &Check, run_end: Instant) -> Result<()> {
             }
             Ok(())
         }
+        Check::S3Users {
+            port,
+            access_key,
+            secret_key,
+            users,
+            deadline,
+        } => {
+            let admin = crate::madmin::Admin {
+                addr: SocketAddr::from(([127, 0, 0, 1], *port)),
+                access_key,
+                secret_key: secret_key.expose(),
+            };
+            for u in users {
+                let buckets: Vec<String> =
+                    u.buckets.iter().map(|b| b.as_str().to_string()).collect();
+                poll(*deadline, run_end, || {
+                    admin.ensure_user(
+                        u.access_key.as_str(),
+                        u.secret_key.expose(),
+                        u.policy.as_str(),
+                        &buckets,
+                    )
+                })
+                .with_context(|| format!("creating S3 user {}", u.access_key))?;
+            }
+            Ok(())
+        }
         Check::SparkWorkers {
             host,
             port,

@@ -9,6 +9,7 @@ pub mod checks;
 pub mod discover;
 pub mod fsutil;
 pub mod http;
+pub mod madmin;
 pub mod plan;
 pub mod roles;
 pub mod sigv4;

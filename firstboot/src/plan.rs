@@ -110,6 +110,20 @@ pub enum Check {
         /// Give up after this long.
         deadline: Duration,
     },
+    /// Create or update service users through the admin API, each with a
+    /// canned policy limited to its buckets (signed as the root user).
+    S3Users {
+        /// S3 API port on 127.0.0.1.
+        port: u16,
+        /// Root access key.
+        access_key: String,
+        /// Root secret key.
+        secret_key: Secret,
+        /// The users.
+        users: Vec<imgbuild_seed::S3User>,
+        /// Give up after this long.
+        deadline: Duration,
+    },
     /// The Spark master's `/json/` lists at least `workers` ALIVE workers.
     SparkWorkers {
         /// Master UI host.
@@ -129,6 +143,7 @@ impl Check {
         match self {
             Check::Http { name, .. } => format!("check:{name}"),
             Check::Buckets { .. } => "check:buckets".into(),
+            Check::S3Users { .. } => "check:s3-users".into(),
             Check::SparkWorkers { .. } => "check:spark-workers".into(),
         }
     }
@@ -261,6 +276,32 @@ impl Plan {
                     "{} PUT 127.0.0.1:{port} as {access_key}: {} within {}s",
                     c.name(),
                     buckets.join(","),
+                    deadline.as_secs()
+                ),
+                Check::S3Users {
+                    port,
+                    access_key,
+                    users,
+                    deadline,
+                    ..
+                } => writeln!(
+                    o,
+                    "{} admin API 127.0.0.1:{port} as {access_key}: {} within {}s",
+                    c.name(),
+                    users
+                        .iter()
+                        .map(|u| format!(
+                            "{} policy {} on {}",
+                            u.access_key,
+                            u.policy,
+                            u.buckets
+                                .iter()
+                                .map(|b| b.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join("; "),
                     deadline.as_secs()
                 ),
                 Check::SparkWorkers {

@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 pub use types::{
-    AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, Port, Secret,
-    SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
+    AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, PolicyName, Port,
+    Secret, SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
 };
 
 /// Where the agent binary lives in every guest.
@@ -301,6 +301,14 @@ impl TryFrom<RolesRaw> for Roles {
             metrics: r.metrics,
             monitoring: r.monitoring,
         };
+        if let (Some(os), Some(s3)) = (
+            &roles.object_store,
+            roles.spark.as_ref().and_then(|s| s.s3.as_ref()),
+        ) {
+            if s3.access_key == os.root_user {
+                return Err("roles.spark.s3.access_key: Spark uses its own S3 user, never the object store's root user".into());
+            }
+        }
         let dirs = roles.service_dirs();
         let all: Vec<paths::ServiceDir<'_>> = dirs
             .iter()
@@ -390,6 +398,27 @@ pub struct ObjectStore {
     pub root_password: Secret,
     /// Buckets to create (idempotently).
     pub buckets: Vec<BucketName>,
+    /// Service identities to create or update through the admin API (other
+    /// guests' own S3 users, e.g. Spark's), each limited to its buckets.
+    /// Only this guest holds the root credentials that can create them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<S3User>,
+}
+
+/// One S3 user the object store creates (MinIO: `mc admin user add`, `mc
+/// admin policy create` and `attach`), with read/write access to `buckets`
+/// only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3User {
+    /// The user's access key (never the root user).
+    pub access_key: AccessKey,
+    /// Its secret key.
+    pub secret_key: Secret,
+    /// The canned policy created for it and attached to it.
+    pub policy: PolicyName,
+    /// The only buckets it may list, read, write and delete in.
+    pub buckets: Vec<BucketName>,
 }
 
 #[derive(Deserialize)]
@@ -411,6 +440,8 @@ struct ObjectStoreRaw {
     root_password: Secret,
     #[serde(default)]
     buckets: Vec<BucketName>,
+    #[serde(default)]
+    users: Vec<S3User>,
 }
 
 fn abs(s: &str) -> AbsPath {
@@ -448,6 +479,32 @@ impl TryFrom<ObjectStoreRaw> for ObjectStore {
         if distinct.len() != r.buckets.len() {
             return Err("roles.object_store.buckets: a bucket is listed twice".into());
         }
+        let mut keys = BTreeSet::new();
+        let mut policies = BTreeSet::new();
+        for (i, u) in r.users.iter().enumerate() {
+            if u.access_key == r.root_user {
+                return Err(format!(
+                    "roles.object_store.users[{i}].access_key: a service user may not be the root user"
+                ));
+            }
+            if !keys.insert(&u.access_key) {
+                return Err(format!(
+                    "roles.object_store.users[{i}].access_key: {:?} is listed twice",
+                    u.access_key.as_str()
+                ));
+            }
+            if !policies.insert(&u.policy) {
+                return Err(format!(
+                    "roles.object_store.users[{i}].policy: {:?} is listed twice",
+                    u.policy.as_str()
+                ));
+            }
+            if u.buckets.is_empty() {
+                return Err(format!(
+                    "roles.object_store.users[{i}].buckets: list at least one bucket"
+                ));
+            }
+        }
         Ok(ObjectStore {
             flavor: r.flavor,
             volumes,
@@ -458,6 +515,7 @@ impl TryFrom<ObjectStoreRaw> for ObjectStore {
             root_user: r.root_user,
             root_password: r.root_password,
             buckets: r.buckets,
+            users: r.users,
         })
     }
 }
@@ -484,6 +542,9 @@ pub struct Spark {
     /// S3A settings for spark-defaults.conf.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<SparkS3>,
+    /// `spark.authenticate.secret`: the cluster's shared secret (master,
+    /// workers and every submitting client); authentication is always on.
+    pub auth_secret: Secret,
 }
 
 #[derive(Deserialize)]
@@ -503,6 +564,7 @@ struct SparkRaw {
     expect_workers: Option<u32>,
     #[serde(default)]
     s3: Option<SparkS3>,
+    auth_secret: Secret,
 }
 
 fn default_spark_home() -> AbsPath {
@@ -555,6 +617,7 @@ impl TryFrom<SparkRaw> for Spark {
             worker: r.worker,
             expect_workers,
             s3: r.s3,
+            auth_secret: r.auth_secret,
         })
     }
 }

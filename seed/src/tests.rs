@@ -123,7 +123,7 @@ fn validation_errors_name_field_and_place() {
     let e = err(&fixture("devlab.yaml").replace("spark://devlab:7077", "devlab:7077"));
     assert!(e.contains("spark://host:port"), "{e}");
 
-    let e = err("version: 1\nhostname: a\nroles:\n  spark: {}\n");
+    let e = err("version: 1\nhostname: a\nroles:\n  spark: {auth_secret: cluster-secret}\n");
     assert!(e.contains("master, a worker, or both"), "{e}");
 
     let e = err("version: 1\nhostname: a\npeers:\n  minio: 999.1.1.1\n");
@@ -418,4 +418,45 @@ fn service_directories_follow_the_path_policy() {
     assert!(e.contains("roles.spark.log_dir"), "{e}");
     // The defaults pass.
     assert!(Seed::from_yaml(&minio).is_ok());
+}
+
+#[test]
+fn service_users_and_spark_auth() {
+    let minio = Seed::from_yaml(&fixture("minio.yaml")).unwrap();
+    let users = &minio.roles.object_store.as_ref().unwrap().users;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].access_key.as_str(), "spark");
+    assert_eq!(users[0].policy.as_str(), "imgbuild-spark-devlab");
+    assert!(!format!("{users:?}").contains("spark-s3-secret"));
+    let devlab = Seed::from_yaml(&fixture("devlab.yaml")).unwrap();
+    assert_eq!(
+        devlab.roles.spark.as_ref().unwrap().auth_secret.expose(),
+        "spark-cluster-secret"
+    );
+
+    // Spark authenticates, always.
+    let e = err(&fixture("devlab.yaml").replace("    auth_secret: spark-cluster-secret\n", ""));
+    assert!(e.contains("missing field `auth_secret`"), "{e}");
+    let e = err(&fixture("devlab.yaml").replace("auth_secret: spark-cluster-secret", "auth_secret: short"));
+    assert!(e.contains("roles.spark.auth_secret"), "{e}");
+    assert!(!e.contains("short\""), "{e}");
+
+    // A service user is never root, never twice, never without buckets.
+    let e = err(&fixture("minio.yaml").replace("- access_key: spark", "- access_key: labadmin"));
+    assert!(e.contains("may not be the root user"), "{e}");
+    let twice = fixture("minio.yaml")
+        + "      - {access_key: spark, secret_key: other-secret, policy: p2, buckets: [lake]}\n";
+    assert!(err(&twice).contains("is listed twice"));
+    let e = err(&fixture("minio.yaml").replace("buckets: [lake, spark-logs]\n", "buckets: []\n"));
+    assert!(e.contains("at least one bucket") || e.contains("users"), "{e}");
+    let e = err(&fixture("minio.yaml").replace("policy: imgbuild-spark-devlab", "policy: a,b"));
+    assert!(e.contains("policy name"), "{e}");
+
+    // Spark beside the object store still may not use its root user.
+    let both = fixture("minio.yaml").replace(
+        "roles:\n",
+        "roles:\n  spark:\n    master: {host: minio}\n    auth_secret: spark-cluster-secret\n    s3: {endpoint: \"http://minio:9000\", access_key: labadmin, secret_key: change-me-please}\n",
+    );
+    let e = err(&both);
+    assert!(e.contains("never the object store's root user"), "{e}");
 }

@@ -345,6 +345,27 @@ string_newtype!(
     AccessKey, "access key", check_access_key, debug
 );
 
+fn check_policy_name(s: &str) -> Result<(), InvalidValue> {
+    if s.is_empty()
+        || s.len() > 128
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(invalid(
+            "policy name",
+            s,
+            "must be 1 to 128 letters, digits, '.', '_' or '-'",
+        ));
+    }
+    Ok(())
+}
+
+string_newtype!(
+    /// The name of an object-store (MinIO canned) policy: `[A-Za-z0-9._-]{1,128}`.
+    PolicyName, "policy name", check_policy_name, debug
+);
+
 fn check_secret(s: &str) -> Result<(), InvalidValue> {
     if s.len() < 8 || s.len() > 128 || !s.chars().all(plain_char) {
         return Err(InvalidValue {

@@ -59,7 +59,13 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         (None, Some(m)) => format!("spark://{}:{}", m.host, m.port),
         (None, None) => unreachable!("validated: a master or a worker"),
     };
-    let mut defaults = format!("{HEADER}\nspark.master {master_url}\n");
+    // Only holders of the cluster's secret may talk to the master, the
+    // workers and the executors (the daemons and every client read this
+    // file, which is why it is root:spark 0640).
+    let mut defaults = format!(
+        "{HEADER}\nspark.master {master_url}\nspark.authenticate true\nspark.authenticate.secret {}\n",
+        s.auth_secret.expose()
+    );
     if let Some(s3) = &s.s3 {
         let _ = write!(
             defaults,
@@ -80,7 +86,7 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
         USER,
         defaults,
         &all,
-        s.s3.is_some(),
+        true,
     );
 
     // Foreground daemons (SPARK_NO_DAEMONIZE) log to stdout: append it under
