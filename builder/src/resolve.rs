@@ -59,6 +59,11 @@ pub struct GuestSpec {
     pub spark_master_url: Option<String>,
     /// Spark's S3A connection.
     pub s3: Option<S3Link>,
+    /// Spark's `spark.authenticate.secret` (a worker-only guest: its master's).
+    pub spark_auth: Option<SecretRef>,
+    /// On an object-store guest: the S3 users it creates, one per access key
+    /// of every Spark guest whose `s3` points at it (or at its pool).
+    pub s3_users: Vec<S3User>,
     /// The data volume (object-store data dir on its own volume), if any.
     pub data: Option<DataSpec>,
 }
@@ -84,9 +89,25 @@ pub struct MasterLink {
 pub struct S3Link {
     /// `http://addr:port` of the object store.
     pub endpoint: String,
-    /// The lab's own, or the object store's root user.
+    /// Spark's own S3 user (never the object store's root user).
     pub access_key: SecretRef,
     pub secret_key: SecretRef,
+    /// The object store's root credentials, only to refuse a Spark user
+    /// whose values turn out to be the same (never put in Spark's seed).
+    pub store_root: (SecretRef, SecretRef),
+}
+
+/// A service user an object-store guest creates, with a canned policy
+/// limited to that store's buckets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3User {
+    pub access_key: SecretRef,
+    pub secret_key: SecretRef,
+    /// `imgbuild-spark-<first guest using it>`.
+    pub policy: String,
+    pub buckets: Vec<String>,
+    /// The Spark guests that use it.
+    pub guests: Vec<String>,
 }
 
 /// A guest's data volume, resolved: storage (the node's images storage
@@ -154,6 +175,8 @@ pub fn resolve(lab: &Lab) -> Topology {
                 spark_master: spark_master(lab, g),
                 spark_master_url: spark_master_url(lab, g),
                 s3: s3_link(lab, g),
+                spark_auth: spark_auth(lab, g),
+                s3_users: s3_users(lab, g),
                 data: g.roles.object_store.as_ref().and_then(|os| {
                     os.data_volume.as_ref().map(|v| DataSpec {
                         storage: v
@@ -247,15 +270,51 @@ fn s3_link(lab: &Lab, g: &Guest) -> Option<S3Link> {
         .expect("the model checked that it runs the object store");
     Some(S3Link {
         endpoint: format!("http://{}:{}", store.address, os.api_port.get()),
-        access_key: s3
-            .access_key
-            .clone()
-            .unwrap_or_else(|| os.root_user.clone()),
-        secret_key: s3
-            .secret_key
-            .clone()
-            .unwrap_or_else(|| os.root_password.clone()),
+        access_key: s3.access_key.clone(),
+        secret_key: s3.secret_key.clone(),
+        store_root: (os.root_user.clone(), os.root_password.clone()),
     })
+}
+
+fn spark_auth(lab: &Lab, g: &Guest) -> Option<SecretRef> {
+    let s = g.roles.spark.as_ref()?;
+    if s.master.is_some() {
+        return s.auth_secret.clone();
+    }
+    let w = s.worker.as_ref()?;
+    let master = lab.guest(w.master.as_str())?;
+    master.roles.spark.as_ref()?.auth_secret.clone()
+}
+
+fn s3_users(lab: &Lab, g: &Guest) -> Vec<S3User> {
+    let Some(os) = g.roles.object_store.as_ref() else {
+        return Vec::new();
+    };
+    let members: Vec<&str> = lab
+        .object_store_members(g)
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    let mut users: Vec<S3User> = Vec::new();
+    for sg in &lab.guests {
+        let Some(s3) = sg.roles.spark.as_ref().and_then(|s| s.s3.as_ref()) else {
+            continue;
+        };
+        if !members.contains(&s3.object_store.as_str()) {
+            continue;
+        }
+        match users.iter_mut().find(|u| u.access_key == s3.access_key) {
+            Some(u) => u.guests.push(sg.name.to_string()),
+            None => users.push(S3User {
+                access_key: s3.access_key.clone(),
+                secret_key: s3.secret_key.clone(),
+                policy: format!("imgbuild-spark-{}", sg.name),
+                buckets: os.buckets.clone(),
+                guests: vec![sg.name.to_string()],
+            }),
+        }
+    }
+    users
 }
 
 /// `lab/homelab.yaml` -> `homelab`; anything outside `[a-z0-9-]` becomes `-`.

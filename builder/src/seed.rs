@@ -217,7 +217,54 @@ fn object_store(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::ObjectStor
             .iter()
             .map(|b| typed(sd::BucketName::new(b.as_str()), who, &f("buckets")))
             .collect::<Result<_>>()?,
+        users: spec
+            .s3_users
+            .iter()
+            .map(|u| s3_user(u, who))
+            .collect::<Result<_>>()?,
     }))
+}
+
+/// A service user for the object store's seed; its credentials are named
+/// by the Spark guests that use it, so errors point there.
+fn s3_user(u: &crate::resolve::S3User, who: &str) -> Result<sd::S3User> {
+    let at = |x: &str| format!("guest {}: roles.spark.s3.{x}", u.guests[0]);
+    Ok(sd::S3User {
+        access_key: typed(
+            sd::AccessKey::new(secret(
+                &u.access_key,
+                &u.guests[0],
+                "roles.spark.s3.access_key",
+            )?),
+            who,
+            &at("access_key"),
+        )?,
+        secret_key: typed(
+            sd::Secret::new(secret(
+                &u.secret_key,
+                &u.guests[0],
+                "roles.spark.s3.secret_key",
+            )?),
+            who,
+            &at("secret_key"),
+        )?,
+        policy: typed(
+            sd::PolicyName::new(u.policy.as_str()),
+            who,
+            &at("object_store"),
+        )?,
+        buckets: u
+            .buckets
+            .iter()
+            .map(|b| {
+                typed(
+                    sd::BucketName::new(b.as_str()),
+                    who,
+                    "roles.object_store.buckets",
+                )
+            })
+            .collect::<Result<_>>()?,
+    })
 }
 
 fn spark(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::Spark>> {
@@ -267,6 +314,20 @@ fn spark(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::Spark>> {
         }),
         _ => None,
     };
+    if let Some(link) = &spec.s3 {
+        // Different references may still hold the same values.
+        let mine = secret(&link.access_key, who, "roles.spark.s3.access_key")?;
+        let root = secret(&link.store_root.0, who, "roles.spark.s3.object_store")?;
+        let mine_secret = secret(&link.secret_key, who, "roles.spark.s3.secret_key")?;
+        let root_secret = secret(&link.store_root.1, who, "roles.spark.s3.object_store")?;
+        if mine == root || mine_secret == root_secret {
+            return Err(anyhow!(
+                "guest {who}: roles.spark.s3: `{}` / `{}` hold the object store's root credentials: Spark gets its own S3 user (other values), which the object store creates with access to its buckets only",
+                link.access_key,
+                link.secret_key
+            ));
+        }
+    }
     let s3 = match &spec.s3 {
         Some(link) => Some(sd::SparkS3 {
             endpoint: typed(
@@ -288,6 +349,15 @@ fn spark(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::Spark>> {
         }),
         None => None,
     };
+    let auth = spec
+        .spark_auth
+        .as_ref()
+        .ok_or_else(|| anyhow!("guest {who}: roles.spark.auth_secret is missing"))?;
+    let auth_secret = typed(
+        sd::Secret::new(secret(auth, who, "roles.spark.auth_secret")?),
+        who,
+        "roles.spark.auth_secret",
+    )?;
     let abs = |p: &str| typed(sd::AbsPath::new(p), who, "roles.spark");
     Ok(Some(sd::Spark {
         home: abs(sd::defaults::SPARK_HOME)?,
@@ -297,6 +367,7 @@ fn spark(guest: &Guest, spec: &GuestSpec) -> Result<Option<sd::Spark>> {
         master,
         worker,
         s3,
+        auth_secret,
     }))
 }
 
@@ -345,9 +416,96 @@ mod tests {
         assert_eq!(sp.expect_workers, 1);
         let s3 = sp.s3.as_ref().unwrap();
         assert_eq!(s3.endpoint.to_string(), "http://192.168.1.200:9000");
-        assert_eq!(s3.secret_key.expose(), "correct-horse-battery");
+        assert_eq!(s3.access_key.as_str(), "spark");
+        assert_eq!(s3.secret_key.expose(), "spark-s3-secret-key");
+        assert_eq!(sp.auth_secret.expose(), "spark-cluster-secret");
         let ports: Vec<u16> = s.firewall.open.iter().map(|p| p.port.get()).collect();
         assert_eq!(ports, [7077, 8080, 8081]);
+    }
+
+    /// The root credentials never leave the object-store guest: a Spark-only
+    /// guest's seed holds Spark's own user and secrets, nothing of root's.
+    #[test]
+    fn spark_only_seed_holds_no_root_credentials() {
+        let s = for_guest(&lab(), "devlab").unwrap();
+        assert!(s.roles.object_store.is_none());
+        let text = s.to_yaml();
+        for root in ["labadmin", "correct-horse-battery"] {
+            assert!(
+                !text.contains(root),
+                "devlab's seed holds {root:?}:\n{text}"
+            );
+        }
+        assert!(text.contains("spark-s3-secret-key") && text.contains("spark-cluster-secret"));
+    }
+
+    /// The object store's seed lists Spark's user with its policy and the
+    /// store's buckets; the store creates it.
+    #[test]
+    fn object_store_seed_lists_the_spark_user() {
+        let s = for_guest(&lab(), "minio").unwrap();
+        let users = &s.roles.object_store.as_ref().unwrap().users;
+        assert_eq!(users.len(), 1);
+        let u = &users[0];
+        assert_eq!(u.access_key.as_str(), "spark");
+        assert_eq!(u.secret_key.expose(), "spark-s3-secret-key");
+        assert_eq!(u.policy.as_str(), "imgbuild-spark-devlab");
+        let b: Vec<_> = u.buckets.iter().map(|b| b.as_str()).collect();
+        assert_eq!(b, ["warehouse", "spark-events"]);
+    }
+
+    /// Other references holding the root values are refused, without
+    /// quoting them.
+    #[test]
+    fn spark_user_with_root_values_is_refused() {
+        let mut l = lab();
+        let dev = l
+            .guests
+            .iter_mut()
+            .find(|g| g.name.as_str() == "devlab")
+            .unwrap();
+        let s3 = dev.roles.spark.as_mut().unwrap().s3.as_mut().unwrap();
+        s3.access_key = SecretRef::File(l.path.parent().unwrap().join("root_user"));
+        let e = format!("{:#}", for_guest(&l, "devlab").unwrap_err());
+        assert!(e.contains("root credentials"), "{e}");
+        assert!(
+            !e.contains("labadmin") && !e.contains("correct-horse"),
+            "{e}"
+        );
+    }
+
+    /// Workers on other guests take their master's secret; guests sharing
+    /// one S3 user give the object store one entry.
+    #[test]
+    fn scaleout_workers_share_the_master_secret_and_one_user() {
+        std::env::set_var("MINIO_ROOT_USER", "scaleadmin");
+        std::env::set_var("MINIO_ROOT_PASSWORD", "scale-root-password");
+        std::env::set_var("SPARK_S3_ACCESS_KEY", "spark");
+        std::env::set_var("SPARK_S3_SECRET_KEY", "spark-s3-secret-key");
+        std::env::set_var("SPARK_AUTH_SECRET", "spark-cluster-secret");
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(repo.join("lab/scaleout.yaml")).unwrap();
+        let key = repo.join("tests/fixtures/seed/admin.pub");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("scaleout.yaml");
+        std::fs::write(
+            &p,
+            text.replace("~/.ssh/id_ed25519.pub", key.to_str().unwrap()),
+        )
+        .unwrap();
+        let l = crate::model::lab::load(&p).expect("scaleout lab loads");
+        let w = for_guest(&l, "spark-worker2").unwrap();
+        assert_eq!(
+            w.roles.spark.as_ref().unwrap().auth_secret.expose(),
+            "spark-cluster-secret"
+        );
+        // Every pool member creates the user (idempotently): any of them may be
+        // the first up, and MinIO's IAM is cluster-wide.
+        for m in ["minio1", "minio4"] {
+            let users = for_guest(&l, m).unwrap().roles.object_store.unwrap().users;
+            assert_eq!(users.len(), 1, "{m}");
+            assert_eq!(users[0].policy.as_str(), "imgbuild-spark-spark-master");
+        }
     }
 
     #[test]

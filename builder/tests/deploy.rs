@@ -349,6 +349,9 @@ impl Lab {
             .env("PVE_TOKEN", TOKEN)
             .env("MINIO_ROOT_USER", "labadmin")
             .env("MINIO_ROOT_PASSWORD", "correct-horse-battery-staple")
+            .env("SPARK_S3_ACCESS_KEY", "spark")
+            .env("SPARK_S3_SECRET_KEY", "spark-s3-secret-key")
+            .env("SPARK_AUTH_SECRET", "spark-cluster-secret")
             .env_remove("IMGBUILD_PVE_TOKEN")
             .env_remove("IMGBUILD_PVE_ENDPOINT")
             .env_remove("IMGBUILD_PVE_FINGERPRINT");

@@ -261,7 +261,7 @@ fn plan_shows_guests_ports_links_and_images() {
         "22,9000,9001",
         "devlab  vm    100   pve   4      8GiB    50GiB  192.168.1.100/24  ubuntu-22.04-vm   spark_master,spark_worker  22,7077,8080,8081",
         "devlab: spark worker (4 cores, 6GiB) -> spark://192.168.1.100:7077 (devlab)",
-        "devlab: spark s3a -> http://192.168.1.200:9000 (minio, as env:MINIO_ROOT_USER)",
+        "devlab: spark s3a -> http://192.168.1.200:9000 (minio, as env:SPARK_S3_ACCESS_KEY)",
         "ubuntu-22.04-lxc  lxc   ubuntu-22.04-standard_22.04-1_amd64.tar.zst  minio,spark,java,node_exporter,prometheus,firstboot  minio",
     ] {
         assert!(table.contains(want), "plan lacks {want:?}:\n{table}");

@@ -233,7 +233,13 @@ pub struct Answer {
 }
 
 impl Admin<'_> {
-    fn call(&self, method: &str, api: &str, query: &[(&str, String)], body: &[u8]) -> Result<Answer> {
+    fn call(
+        &self,
+        method: &str,
+        api: &str,
+        query: &[(&str, String)],
+        body: &[u8],
+    ) -> Result<Answer> {
         let host = self.addr.to_string();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -297,10 +303,7 @@ impl Admin<'_> {
         )?;
         Ok(Answer {
             status: r.status,
-            body: String::from_utf8_lossy(&r.body)
-                .chars()
-                .take(300)
-                .collect(),
+            body: String::from_utf8_lossy(&r.body).chars().take(300).collect(),
         })
     }
 
@@ -327,7 +330,12 @@ impl Admin<'_> {
             json_str(secret_key)
         );
         let enc = encrypt_data(self.secret_key, body.as_bytes())?;
-        let a = self.call("PUT", "add-user", &[("accessKey", access_key.to_string())], &enc)?;
+        let a = self.call(
+            "PUT",
+            "add-user",
+            &[("accessKey", access_key.to_string())],
+            &enc,
+        )?;
         if a.status != 200 {
             bail!("add-user {access_key} answered {}: {}", a.status, a.body);
         }
@@ -348,7 +356,10 @@ impl Admin<'_> {
         match a.status {
             200 | 201 | 204 => Ok(()),
             400 if a.body.contains("PolicyChangeAlreadyApplied") => Ok(()),
-            s => bail!("attaching policy {policy} to {user} answered {s}: {}", a.body),
+            s => bail!(
+                "attaching policy {policy} to {user} answered {s}: {}",
+                a.body
+            ),
         }
     }
 
@@ -386,10 +397,42 @@ mod tests {
     fn sio_go_test_vectors() {
         use aes_gcm::Aes128Gcm;
         let rows: [(&str, usize, &str, &str, &str, &str, &str); 4] = [
-            ("AES-128-GCM", 16, "00000000000000000000000000000000", "0000000000000000", "", "", "e0247a864e783cecb1f7996c13cd3f64"),
-            ("AES-128-GCM", 16, "10000000000000000000000000000000", "1000000000000000", "00", "", "2d9ede532b1f5f034e22375d816f76c2"),
-            ("AES-128-GCM", 16, "10000000000000000000000000000000", "1000000000000000", "00", "00", "61ed193d12a2adf6f1c41f31de4ead6c5c"),
-            ("AES-128-GCM", 16, "00000000000000000000000000000000", "0000000000000000", "0000000000000000", "0000000000000000", "4661d681f92680d7a307c7a036700edde4697a1f3ba7e01b"),
+            (
+                "AES-128-GCM",
+                16,
+                "00000000000000000000000000000000",
+                "0000000000000000",
+                "",
+                "",
+                "e0247a864e783cecb1f7996c13cd3f64",
+            ),
+            (
+                "AES-128-GCM",
+                16,
+                "10000000000000000000000000000000",
+                "1000000000000000",
+                "00",
+                "",
+                "2d9ede532b1f5f034e22375d816f76c2",
+            ),
+            (
+                "AES-128-GCM",
+                16,
+                "10000000000000000000000000000000",
+                "1000000000000000",
+                "00",
+                "00",
+                "61ed193d12a2adf6f1c41f31de4ead6c5c",
+            ),
+            (
+                "AES-128-GCM",
+                16,
+                "00000000000000000000000000000000",
+                "0000000000000000",
+                "0000000000000000",
+                "0000000000000000",
+                "4661d681f92680d7a307c7a036700edde4697a1f3ba7e01b",
+            ),
         ];
         for (_, buf, key, nonce, ad, pt, ct) in rows {
             let aead = Aes128Gcm::new_from_slice(&hex::decode(key).unwrap()).unwrap();

@@ -27,8 +27,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 pub use types::{
-    AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, PolicyName, Port,
-    Secret, SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
+    AbsPath, AccessKey, BucketName, Comment, Hostname, HttpUrl, InvalidValue, Memory, PolicyName,
+    Port, Secret, SingleLine, SparkUrl, SshPublicKey, Timezone, VolumeExpr,
 };
 
 /// Where the agent binary lives in every guest.

@@ -437,7 +437,9 @@ fn service_users_and_spark_auth() {
     // Spark authenticates, always.
     let e = err(&fixture("devlab.yaml").replace("    auth_secret: spark-cluster-secret\n", ""));
     assert!(e.contains("missing field `auth_secret`"), "{e}");
-    let e = err(&fixture("devlab.yaml").replace("auth_secret: spark-cluster-secret", "auth_secret: short"));
+    let e =
+        err(&fixture("devlab.yaml")
+            .replace("auth_secret: spark-cluster-secret", "auth_secret: short"));
     assert!(e.contains("roles.spark.auth_secret"), "{e}");
     assert!(!e.contains("short\""), "{e}");
 
@@ -448,7 +450,10 @@ fn service_users_and_spark_auth() {
         + "      - {access_key: spark, secret_key: other-secret, policy: p2, buckets: [lake]}\n";
     assert!(err(&twice).contains("is listed twice"));
     let e = err(&fixture("minio.yaml").replace("buckets: [lake, spark-logs]\n", "buckets: []\n"));
-    assert!(e.contains("at least one bucket") || e.contains("users"), "{e}");
+    assert!(
+        e.contains("at least one bucket") || e.contains("users"),
+        "{e}"
+    );
     let e = err(&fixture("minio.yaml").replace("policy: imgbuild-spark-devlab", "policy: a,b"));
     assert!(e.contains("policy name"), "{e}");
 

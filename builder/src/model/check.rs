@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::lab::{Guest, GuestKind, Lab};
 use super::lab_parse::quoted;
 use super::recipe::{ImageKind, Install, Recipe};
-use super::types::Size;
+use super::types::{SecretRef, Size};
 use super::yaml::{self, Ctx};
 
 /// Smallest memory Proxmox accepts (`memory` minimum 16, in MiB).
@@ -76,6 +76,7 @@ pub(crate) fn lab(lab: &Lab, ctx: &mut Ctx) {
         spark(lab, g, ctx);
     }
     object_store_pools(lab, ctx);
+    spark_s3_users(lab, ctx);
     super::paths::check(lab, ctx);
     super::monitoring::check(lab, ctx);
 }
@@ -170,11 +171,96 @@ fn spark(lab: &Lab, g: &Guest, ctx: &mut Ctx) {
         let path = gpath(g, "roles.spark.s3.object_store");
         match lab.guest(s3.object_store.as_str()) {
             None => ctx.err(&path, unknown_guest(s3.object_store.as_str(), &names)),
-            Some(t) if t.roles.object_store.is_none() => ctx.err(
-                &path,
-                format!("guest `{}` has no object_store role", t.name),
+            Some(t) => match &t.roles.object_store {
+                None => ctx.err(
+                    &path,
+                    format!("guest `{}` has no object_store role", t.name),
+                ),
+                Some(os) => {
+                    if os.buckets.is_empty() {
+                        ctx.err(
+                            &path,
+                            format!("guest `{}` declares no buckets: Spark's S3 user may use only the object store's `buckets`; list them there", t.name),
+                        );
+                    }
+                    // The root credentials never leave the object-store guest.
+                    for (field, mine, root, what) in [
+                        ("access_key", &s3.access_key, &os.root_user, "root_user"),
+                        (
+                            "secret_key",
+                            &s3.secret_key,
+                            &os.root_password,
+                            "root_password",
+                        ),
+                    ] {
+                        if mine == root {
+                            ctx.err(
+                                &gpath(g, &format!("roles.spark.s3.{field}")),
+                                format!(
+                                    "`{mine}` is the object store's {what}: Spark gets its own S3 user, which `{}` creates with access to its buckets only; name other credentials, e.g. `env:SPARK_S3_{}`",
+                                    t.name,
+                                    field.to_ascii_uppercase()
+                                ),
+                            );
+                        }
+                    }
+                }
+            },
+        }
+    }
+    spark_auth(lab, g, s, ctx);
+}
+
+/// `auth_secret`: required where a master runs; a worker-only guest uses
+/// its master's and may only repeat it.
+fn spark_auth(lab: &Lab, g: &Guest, s: &super::lab::Spark, ctx: &mut Ctx) {
+    if s.master.is_some() {
+        if s.auth_secret.is_none() {
+            ctx.err(
+                &gpath(g, "roles.spark"),
+                "missing field `auth_secret`: expected the Spark cluster's shared secret (`spark.authenticate.secret`: master, workers and every client that submits jobs need it), a secret reference such as `env:SPARK_AUTH_SECRET`",
+            );
+        }
+        return;
+    }
+    let master_secret = s
+        .worker
+        .as_ref()
+        .and_then(|w| lab.guest(w.master.as_str()))
+        .and_then(|m| Some((m, m.roles.spark.as_ref()?.auth_secret.as_ref()?)));
+    if let (Some(mine), Some((m, theirs))) = (&s.auth_secret, master_secret) {
+        if mine != theirs {
+            ctx.err(
+                &gpath(g, "roles.spark.auth_secret"),
+                format!(
+                    "`{mine}` differs from the secret of this worker's master `{}` (`{theirs}`): a worker uses its master's secret; repeat that reference or leave `auth_secret` out",
+                    m.name
+                ),
+            );
+        }
+    }
+}
+
+/// One S3 user per access key: guests naming the same `access_key` must
+/// name the same `secret_key`.
+fn spark_s3_users(lab: &Lab, ctx: &mut Ctx) {
+    let mut seen: BTreeMap<String, (&Guest, &SecretRef)> = BTreeMap::new();
+    for g in &lab.guests {
+        let Some(s3) = g.roles.spark.as_ref().and_then(|s| s.s3.as_ref()) else {
+            continue;
+        };
+        match seen.get(&s3.access_key.to_string()) {
+            Some((first, secret)) if *secret != &s3.secret_key => ctx.err(
+                &gpath(g, "roles.spark.s3.secret_key"),
+                format!(
+                    "`{}` differs from the secret_key guest `{}` gives for the same access_key `{}`: one S3 user has one secret",
+                    s3.secret_key, first.name, s3.access_key
+                ),
             ),
             Some(_) => {}
+            None => {
+                seen.insert(s3.access_key.to_string(), (g, &s3.secret_key));
+            }
         }
     }
 }

@@ -258,6 +258,9 @@ pub struct Spark {
     pub master: Option<SparkMaster>,
     pub worker: Option<SparkWorker>,
     pub s3: Option<SparkS3>,
+    /// `spark.authenticate.secret`, by reference: required with a master; a
+    /// worker-only guest takes its master's (and may only repeat it).
+    pub auth_secret: Option<SecretRef>,
 }
 
 /// A Spark master on this guest.
@@ -287,10 +290,11 @@ pub struct SparkWorker {
 pub struct SparkS3 {
     /// A guest with the object-store role; its API port is used.
     pub object_store: Hostname,
-    /// `None`: the object store's root_user (see [`crate::resolve`]).
-    pub access_key: Option<SecretRef>,
-    /// `None`: the object store's root_password.
-    pub secret_key: Option<SecretRef>,
+    /// Spark's own S3 user, which the object store creates with access to
+    /// its buckets only (never the root user).
+    pub access_key: SecretRef,
+    /// That user's secret key.
+    pub secret_key: SecretRef,
 }
 
 /// A port a guest listens on, with the field that asked for it.

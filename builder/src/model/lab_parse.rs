@@ -605,15 +605,23 @@ mod tests {
         let spark = devlab.roles.spark.as_ref().unwrap();
         assert_eq!(spark.master.as_ref().unwrap().ui_port.get(), 8080);
         assert_eq!(spark.worker.as_ref().unwrap().master.as_str(), "devlab");
-        // S3 credentials default to the object store's root user (resolve fills them in).
-        let s3 = spark.s3.as_ref().unwrap();
-        assert_eq!(s3.access_key, None);
+        // Spark's own S3 user; the object store creates it.
         let topo = crate::resolve::resolve(&lab);
         let link = topo.guest("devlab").unwrap().s3.as_ref().unwrap();
-        assert_eq!(link.access_key, SecretRef::Env("MINIO_ROOT_USER".into()));
+        assert_eq!(
+            link.access_key,
+            SecretRef::Env("SPARK_S3_ACCESS_KEY".into())
+        );
         assert_eq!(
             link.secret_key,
-            SecretRef::Env("MINIO_ROOT_PASSWORD".into())
+            SecretRef::Env("SPARK_S3_SECRET_KEY".into())
+        );
+        let users = &topo.guest("minio").unwrap().s3_users;
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].access_key, link.access_key);
+        assert_eq!(
+            topo.guest("devlab").unwrap().spark_auth,
+            Some(SecretRef::Env("SPARK_AUTH_SECRET".into()))
         );
         assert_eq!(lab.spark_workers_of("devlab").len(), 1);
         let ports: Vec<u16> = devlab.open_ports().iter().map(|p| p.port.get()).collect();

@@ -161,7 +161,7 @@ fn parse_bucket(s: &str) -> Result<String, String> {
 fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
     let at = f.key_pos;
     let path = f.path.clone();
-    let m = ctx.map(f, &["master", "worker", "s3"])?;
+    let m = ctx.map(f, &["master", "worker", "s3", "auth_secret"])?;
     // `master: {}` takes every default; a bare `master:` is treated the same.
     let master = if m.has("master") {
         Some(match m.opt("master") {
@@ -213,14 +213,27 @@ fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
                 "the name of a guest with the object_store role",
             )
             .and_then(|f| ctx.scalar(&f, str::parse::<Hostname>));
-        let access = sm.opt("access_key").map(|f| secret(ctx, &f, base));
-        let secret_key = sm.opt("secret_key").map(|f| secret(ctx, &f, base));
+        let access = sm
+            .req(
+                ctx,
+                "access_key",
+                "Spark's own S3 user, a secret reference such as `env:SPARK_S3_ACCESS_KEY` (the object store creates it; never its root user)",
+            )
+            .and_then(|f| secret(ctx, &f, base));
+        let secret_key = sm
+            .req(
+                ctx,
+                "secret_key",
+                "that user's secret key, a secret reference such as `env:SPARK_S3_SECRET_KEY`",
+            )
+            .and_then(|f| secret(ctx, &f, base));
         Some(S3Raw {
             target: target?,
-            access: flatten(access)?,
-            secret: flatten(secret_key)?,
+            access: access?,
+            secret: secret_key?,
         })
     });
+    let auth_secret = m.opt("auth_secret").map(|f| secret(ctx, &f, base));
     if master.is_none() && worker.is_none() {
         ctx.err_at(at, &path, "configure a Spark `master`, a `worker`, or both");
         return None;
@@ -228,22 +241,23 @@ fn spark(ctx: &mut Ctx, f: Field<'_>, base: &Path) -> Option<Spark> {
     let master = flatten(master)?;
     let worker = flatten(worker)?;
     let s3 = flatten(s3)?;
+    let auth_secret = flatten(auth_secret)?;
     Some(Spark {
         master,
         worker,
-        // Absent credentials mean the target's root user (resolve::resolve).
         s3: s3.map(|r| SparkS3 {
             object_store: r.target,
             access_key: r.access,
             secret_key: r.secret,
         }),
+        auth_secret,
     })
 }
 
 struct S3Raw {
     target: Hostname,
-    access: Option<SecretRef>,
-    secret: Option<SecretRef>,
+    access: SecretRef,
+    secret: SecretRef,
 }
 
 /// `None` = absent (fine), `Some(None)` = present but invalid.

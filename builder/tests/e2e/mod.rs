@@ -344,15 +344,22 @@ pub struct TestLab {
     pub path: PathBuf,
     /// The private key whose public half the lab authorizes.
     pub ssh_key: PathBuf,
-    /// The object store's root user (and Spark's S3 access key).
+    /// The object store's root user.
     pub s3_user: String,
     /// Its password.
     pub s3_password: String,
+    /// Spark's own S3 user, which the object store creates.
+    pub spark_s3_user: String,
+    /// Its secret key.
+    pub spark_s3_password: String,
+    /// The Spark cluster's `spark.authenticate.secret`.
+    pub spark_auth_secret: String,
 }
 
 /// Writes `tests/fixtures/<fixture>` into `dir` as `lab.yaml`, plus the files
 /// its `file:` secrets and key reference: `root_user`, `root_password`,
-/// `id_ed25519{,.pub}`.
+/// `spark_access_key`, `spark_secret_key`, `spark_auth_secret` (all 0600,
+/// fresh per run), `id_ed25519{,.pub}`.
 pub fn test_lab(fixture: &str, dir: &Path) -> TestLab {
     let src = repo_root().join("tests/fixtures").join(fixture);
     let path = dir.join("lab.yaml");
@@ -364,7 +371,16 @@ pub fn test_lab(fixture: &str, dir: &Path) -> TestLab {
         .as_nanos();
     let s3_user = "e2eadmin".to_string();
     let s3_password = format!("e2e-{:x}-{}", nanos, std::process::id());
-    for (name, value) in [("root_user", &s3_user), ("root_password", &s3_password)] {
+    let spark_s3_user = "e2espark".to_string();
+    let spark_s3_password = format!("e2e-spark-{:x}-{}", nanos, std::process::id());
+    let spark_auth_secret = format!("e2e-auth-{:x}-{}", nanos, std::process::id());
+    for (name, value) in [
+        ("root_user", &s3_user),
+        ("root_password", &s3_password),
+        ("spark_access_key", &spark_s3_user),
+        ("spark_secret_key", &spark_s3_password),
+        ("spark_auth_secret", &spark_auth_secret),
+    ] {
         let p = dir.join(name);
         let mut f = fs::OpenOptions::new()
             .write(true)
@@ -389,6 +405,9 @@ pub fn test_lab(fixture: &str, dir: &Path) -> TestLab {
         ssh_key,
         s3_user,
         s3_password,
+        spark_s3_user,
+        spark_s3_password,
+        spark_auth_secret,
     }
 }
 

@@ -511,6 +511,8 @@ mod tests {
             spark_master: None,
             spark_master_url: None,
             s3: None,
+            spark_auth: None,
+            s3_users: vec![],
             data: None,
         }
     }
