@@ -9,8 +9,12 @@
 //!   split on whitespace, as upstream's unit passes `$MINIO_OPTS $MINIO_VOLUMES`);
 //!   objects are stored under the first volume directory.
 //! - `MINIO_ROOT_USER` / `MINIO_ROOT_PASSWORD` (legacy `MINIO_ACCESS_KEY` /
-//!   `MINIO_SECRET_KEY`) are the only accepted credentials; unset means
+//!   `MINIO_SECRET_KEY`) are the root credentials; unset means
 //!   `minioadmin:minioadmin` with a warning, like upstream.
+//! - users and canned policies through MinIO's admin API (`add-user`,
+//!   `add-canned-policy`, `idp/builtin/policy/attach`: SigV4 by root, madmin-
+//!   encrypted bodies; see `admin.rs`), enforced on every S3 request: root may
+//!   do anything, another user only what its policies allow (`iam.rs`).
 //! - `GET|HEAD /minio/health/live`, `/minio/health/ready`, `/minio/health/cluster`
 //!   answer 200 without authentication.
 //! - `GET /minio/v2/metrics/cluster` and `/minio/v2/metrics/node`: the MinIO
@@ -23,6 +27,9 @@
 //!
 //! Distributed volumes (`http://host{1...n}/path`) are not supported: it exits 1 saying so.
 
+mod admin;
+mod iam;
+mod madmin;
 mod metrics;
 
 use std::convert::Infallible;
@@ -36,7 +43,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use hyper_util::server::graceful::GracefulShutdown;
-use s3s::auth::SimpleAuth;
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::Body;
 use tokio::net::TcpListener;
@@ -196,9 +202,13 @@ fn text(status: StatusCode, content_type: &str, body: String) -> Response<Body> 
 async fn api(
     s3: Arc<S3Service>,
     m: Arc<metrics::Server>,
+    iam: iam::Iam,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, BoxErr> {
     let path = req.uri().path();
+    if path.starts_with(admin::PREFIX) {
+        return Ok(admin::handle(&iam, req.map(Body::from)).await);
+    }
     if req.method() == Method::GET
         && matches!(path, "/minio/v2/metrics/cluster" | "/minio/v2/metrics/node")
     {
@@ -284,9 +294,11 @@ async fn run(args: ServerArgs) -> Result<(), BoxErr> {
         .map_err(|e| format!("create volume directory {}: {e}", root.display()))?;
     let fs = s3s_fs::FileSystem::new(&root)
         .map_err(|e| format!("open volume {}: {e:?}", root.display()))?;
+    let iam = iam::Iam::open(&user, &pass, Some(&root))?;
     let s3 = {
         let mut b = S3ServiceBuilder::new(fs);
-        b.set_auth(SimpleAuth::from_single(user.as_str(), pass.as_str()));
+        b.set_auth(iam.clone());
+        b.set_access(iam.clone());
         Arc::new(b.build())
     };
 
@@ -343,7 +355,8 @@ async fn run(args: ServerArgs) -> Result<(), BoxErr> {
         if is_api {
             let s3 = s3.clone();
             let m = m.clone();
-            let svc = service_fn(move |req| api(s3.clone(), m.clone(), req));
+            let iam = iam.clone();
+            let svc = service_fn(move |req| api(s3.clone(), m.clone(), iam.clone(), req));
             let conn = conn_builder.serve_connection(io, svc).into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {
