@@ -149,6 +149,8 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
         ),
     );
 
+    spark_identity_checks(&lab, &rootfs, &status, t0);
+
     let st = lab.status();
     assert_eq!(row(&st, GUEST)["state"], "ready");
     assert_eq!(row(&st, GUEST)["firstboot"], "ready");
@@ -299,6 +301,55 @@ struct Cut {
     reached: fn(&Status) -> bool,
     /// Put an object into S3 right before cutting (the object store is up).
     put_before: bool,
+}
+
+/// Spark's own S3 user (issue 9 item 7): the object store created it on
+/// first boot; a real S3 client signed as it reaches the lab's buckets and
+/// is refused elsewhere; Spark's conf (root:spark 0640) holds that user and
+/// the cluster secret, never the root password.
+fn spark_identity_checks(lab: &UpLab, rootfs: &Path, status: &Status, t0: Instant) {
+    let t = Instant::now();
+    assert_eq!(
+        step_state(status, "check:s3-users"),
+        Some(StepState::Done),
+        "{}",
+        step_times(status)
+    );
+    let ns = Netns::existing(&lab.netns_name());
+    let api = format!("{ADDR}:9000");
+    let (user, secret) = (&lab.lab.spark_s3_user, &lab.lab.spark_s3_password);
+    for b in BUCKETS {
+        s3_put(Some(&ns), &api, user, secret, b, "spark/own.txt", b"spark")
+            .unwrap_or_else(|e| panic!("Spark's S3 user in {b}: {e}"));
+        let got = s3_get(Some(&ns), &api, user, secret, b, "spark/own.txt")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, "spark");
+    }
+    let e = s3_put(Some(&ns), &api, user, secret, "e2e-private", "x", b"x")
+        .expect_err("Spark's S3 user wrote outside its buckets");
+    assert!(e.contains("AccessDenied"), "{e}");
+    let conf = rootfs.join("opt/spark/conf/spark-defaults.conf");
+    let meta = fs::metadata(&conf).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o640, "{}", conf.display());
+    assert_eq!(meta.uid(), 0, "{}", conf.display());
+    let text = fs::read_to_string(&conf).unwrap();
+    assert!(text.contains("spark.authenticate true\n"), "{text}");
+    assert!(text.contains(&format!(
+        "spark.authenticate.secret {}\n",
+        lab.lab.spark_auth_secret
+    )));
+    assert!(text.contains(&format!("spark.hadoop.fs.s3a.access.key {user}\n")));
+    assert!(
+        !text.contains(&lab.lab.s3_password),
+        "Spark's conf holds the root password"
+    );
+    say(
+        t0,
+        format!(
+            "Spark's own S3 user: its buckets read/write, elsewhere AccessDenied; spark.authenticate on ({:.1} s)",
+            t.elapsed().as_secs_f64()
+        ),
+    );
 }
 
 fn step_state(s: &Status, name: &str) -> Option<StepState> {

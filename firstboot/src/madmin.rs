@@ -233,7 +233,9 @@ pub struct Answer {
 }
 
 impl Admin<'_> {
-    fn call(
+    /// One signed call of `/minio/admin/v4/{api}` with `body` as given
+    /// (query values are URI-encoded here).
+    pub fn call(
         &self,
         method: &str,
         api: &str,

@@ -449,9 +449,12 @@ fn service_users_and_spark_auth() {
     let twice = fixture("minio.yaml")
         + "      - {access_key: spark, secret_key: other-secret, policy: p2, buckets: [lake]}\n";
     assert!(err(&twice).contains("is listed twice"));
-    let e = err(&fixture("minio.yaml").replace("buckets: [lake, spark-logs]\n", "buckets: []\n"));
+    let e = err(&fixture("minio.yaml").replace(
+        "        buckets:\n          - lake\n          - spark-logs\n",
+        "        buckets: []\n",
+    ));
     assert!(
-        e.contains("at least one bucket") || e.contains("users"),
+        e.contains("users[0].buckets: list at least one bucket"),
         "{e}"
     );
     let e = err(&fixture("minio.yaml").replace("policy: imgbuild-spark-devlab", "policy: a,b"));

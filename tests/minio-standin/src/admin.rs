@@ -114,7 +114,10 @@ pub fn verify(
     let mut signed = None;
     let mut sig = None;
     for part in rest.split(',') {
-        let (k, v) = part.trim().split_once('=').ok_or(SigError::Malformed("bad Authorization"))?;
+        let (k, v) = part
+            .trim()
+            .split_once('=')
+            .ok_or(SigError::Malformed("bad Authorization"))?;
         match k {
             "Credential" => cred = Some(v),
             "SignedHeaders" => signed = Some(v),
@@ -181,14 +184,21 @@ pub fn verify(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
         hex(&Sha256::digest(canonical.as_bytes()))
     );
-    let mut k = hmac(format!("AWS4{}", iam.root_secret()).as_bytes(), c[1].as_bytes());
+    let mut k = hmac(
+        format!("AWS4{}", iam.root_secret()).as_bytes(),
+        c[1].as_bytes(),
+    );
     for part in [c[2], c[3], c[4]] {
         k = hmac(&k, part.as_bytes());
     }
     let want = hex(&hmac(&k, to_sign.as_bytes()));
     // Constant time: compare every byte.
     let same = want.len() == sig.len()
-        && want.bytes().zip(sig.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        && want
+            .bytes()
+            .zip(sig.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
     if same {
         Ok(())
     } else {
@@ -219,11 +229,14 @@ fn parse_amz_date(s: &str) -> Option<u64> {
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str, path: &str) -> Response<Body> {
-    let body = json!({"Code": code, "Message": message, "Resource": path, "RequestId": "", "HostId": ""});
+    let body =
+        json!({"Code": code, "Message": message, "Resource": path, "RequestId": "", "HostId": ""});
     let mut r = Response::new(Body::from(body.to_string()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, "application/json".parse().expect("static"));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "application/json".parse().expect("static"),
+    );
     r
 }
 
@@ -240,13 +253,28 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
     let query = parts.uri.query().unwrap_or("").to_string();
     let bytes = match body.store_all_limited(MAX_BODY).await {
         Ok(b) => b.to_vec(),
-        Err(_) => return json_error(StatusCode::BAD_REQUEST, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed object size.", &path),
+        Err(_) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "EntityTooLarge",
+                "Your proposed upload exceeds the maximum allowed object size.",
+                &path,
+            )
+        }
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    if let Err(e) = verify(iam, parts.method.as_str(), &path, &query, &parts.headers, &bytes, now) {
+    if let Err(e) = verify(
+        iam,
+        parts.method.as_str(),
+        &path,
+        &query,
+        &parts.headers,
+        &bytes,
+        now,
+    ) {
         let (status, code) = match e {
             SigError::Missing => (StatusCode::FORBIDDEN, "AccessDenied"),
             SigError::NotRoot => (StatusCode::FORBIDDEN, "AccessDenied"),
@@ -271,10 +299,20 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
     match (&parts.method, api) {
         (&Method::PUT, "add-canned-policy") => {
             let Some(name) = arg("name").filter(|n| !n.is_empty()) else {
-                return json_error(StatusCode::BAD_REQUEST, "XMinioAdminInvalidArgument", "Invalid arguments specified.", &path);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioAdminInvalidArgument",
+                    "Invalid arguments specified.",
+                    &path,
+                );
             };
             let Ok(doc) = serde_json::from_slice::<Value>(&bytes) else {
-                return json_error(StatusCode::BAD_REQUEST, "XMinioMalformedJSON", "The JSON you provided was not well-formed", &path);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioMalformedJSON",
+                    "The JSON you provided was not well-formed",
+                    &path,
+                );
             };
             match iam.add_policy(&name, doc) {
                 Ok(()) => ok(vec![]),
@@ -283,7 +321,12 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
         }
         (&Method::PUT, "add-user") => {
             let Some(access_key) = arg("accessKey").filter(|k| k.len() >= 3) else {
-                return json_error(StatusCode::BAD_REQUEST, "XMinioAdminInvalidAccessKey", "The access key is invalid.", &path);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioAdminInvalidAccessKey",
+                    "The access key is invalid.",
+                    &path,
+                );
             };
             let Ok(plain) = madmin::decrypt_data(iam.root_secret(), &bytes) else {
                 return bad_json();
@@ -293,7 +336,12 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
             };
             let secret = v["secretKey"].as_str().unwrap_or_default();
             if secret.len() < 8 {
-                return json_error(StatusCode::BAD_REQUEST, "XMinioAdminInvalidSecretKey", "The secret key is invalid.", &path);
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioAdminInvalidSecretKey",
+                    "The secret key is invalid.",
+                    &path,
+                );
             }
             let enabled = match v["status"].as_str() {
                 Some("enabled") | None => true,
@@ -302,7 +350,12 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
             };
             match iam.set_user(&access_key, secret, enabled) {
                 Ok(()) => ok(vec![]),
-                Err(e) => json_error(StatusCode::BAD_REQUEST, "XMinioAdminInvalidArgument", &e, &path),
+                Err(e) => json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioAdminInvalidArgument",
+                    &e,
+                    &path,
+                ),
             }
         }
         (&Method::POST, "idp/builtin/policy/attach") => {
@@ -318,13 +371,24 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
                 .flatten()
                 .filter_map(|p| p.as_str().map(str::to_string))
                 .collect();
-            let Some(user) = v["user"].as_str().filter(|u| !u.is_empty() && !policies.is_empty()) else {
-                return json_error(StatusCode::BAD_REQUEST, "XMinioAdminInvalidArgument", "Invalid arguments specified.", &path);
+            let Some(user) = v["user"]
+                .as_str()
+                .filter(|u| !u.is_empty() && !policies.is_empty())
+            else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "XMinioAdminInvalidArgument",
+                    "Invalid arguments specified.",
+                    &path,
+                );
             };
             match iam.attach(user, &policies) {
                 Ok(true) => {
                     let resp = json!({"updatedAt": "", "policiesAttached": policies});
-                    ok(madmin::encrypt_data(iam.root_secret(), resp.to_string().as_bytes()))
+                    ok(madmin::encrypt_data(
+                        iam.root_secret(),
+                        resp.to_string().as_bytes(),
+                    ))
                 }
                 Ok(false) => json_error(
                     StatusCode::BAD_REQUEST,
@@ -332,9 +396,24 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
                     "The specified policy change is already in effect.",
                     &path,
                 ),
-                Err(AttachError::NoSuchUser) => json_error(StatusCode::NOT_FOUND, "XMinioAdminNoSuchUser", "The specified user does not exist.", &path),
-                Err(AttachError::NoSuchPolicy(_)) => json_error(StatusCode::NOT_FOUND, "XMinioAdminNoSuchPolicy", "The canned policy does not exist.", &path),
-                Err(AttachError::Store(e)) => json_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e, &path),
+                Err(AttachError::NoSuchUser) => json_error(
+                    StatusCode::NOT_FOUND,
+                    "XMinioAdminNoSuchUser",
+                    "The specified user does not exist.",
+                    &path,
+                ),
+                Err(AttachError::NoSuchPolicy(_)) => json_error(
+                    StatusCode::NOT_FOUND,
+                    "XMinioAdminNoSuchPolicy",
+                    "The canned policy does not exist.",
+                    &path,
+                ),
+                Err(AttachError::Store(e)) => json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &e,
+                    &path,
+                ),
             }
         }
         _ => json_error(
@@ -362,7 +441,12 @@ mod tests {
     /// for service s3 by the example key, checked through `verify`.
     #[test]
     fn verifies_signatures_and_refuses_changes() {
-        let iam = Iam::open("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None).unwrap();
+        let iam = Iam::open(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            None,
+        )
+        .unwrap();
         let body = b"{}";
         let sha = hex(&Sha256::digest(body));
         let date = "20150830T123600Z";
@@ -372,7 +456,10 @@ mod tests {
                 "{method}\n{path}\n{query}\nhost:example.amazonaws.com\nx-amz-content-sha256:{body_sha}\nx-amz-date:{date}\n\nhost;x-amz-content-sha256;x-amz-date\n{body_sha}"
             );
             let scope = "20150830/us-east-1/s3/aws4_request";
-            let to_sign = format!("AWS4-HMAC-SHA256\n{date}\n{scope}\n{}", hex(&Sha256::digest(canonical.as_bytes())));
+            let to_sign = format!(
+                "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
+                hex(&Sha256::digest(canonical.as_bytes()))
+            );
             let mut k = hmac(b"AWS4wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", b"20150830");
             for p in ["us-east-1", "s3", "aws4_request"] {
                 k = hmac(&k, p.as_bytes());
@@ -393,14 +480,43 @@ mod tests {
         let p = "/minio/admin/v4/add-user";
         let auth = sign("PUT", p, "accessKey=spark%20x", &sha);
         let h = headers(&auth);
-        assert_eq!(verify(&iam, "PUT", p, "accessKey=spark%20x", &h, body, now), Ok(()));
-        assert_eq!(verify(&iam, "PUT", p, "accessKey=spark%20y", &h, body, now), Err(SigError::Mismatch));
-        assert_eq!(verify(&iam, "POST", p, "accessKey=spark%20x", &h, body, now), Err(SigError::Mismatch));
-        assert_eq!(verify(&iam, "PUT", p, "accessKey=spark%20x", &h, b"{ }", now), Err(SigError::ContentSha));
-        assert_eq!(verify(&iam, "PUT", p, "accessKey=spark%20x", &h, body, now + 3600), Err(SigError::Skewed));
-        assert_eq!(verify(&iam, "PUT", p, "accessKey=spark%20x", &HeaderMap::new(), body, now), Err(SigError::Missing));
+        assert_eq!(
+            verify(&iam, "PUT", p, "accessKey=spark%20x", &h, body, now),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&iam, "PUT", p, "accessKey=spark%20y", &h, body, now),
+            Err(SigError::Mismatch)
+        );
+        assert_eq!(
+            verify(&iam, "POST", p, "accessKey=spark%20x", &h, body, now),
+            Err(SigError::Mismatch)
+        );
+        assert_eq!(
+            verify(&iam, "PUT", p, "accessKey=spark%20x", &h, b"{ }", now),
+            Err(SigError::ContentSha)
+        );
+        assert_eq!(
+            verify(&iam, "PUT", p, "accessKey=spark%20x", &h, body, now + 3600),
+            Err(SigError::Skewed)
+        );
+        assert_eq!(
+            verify(
+                &iam,
+                "PUT",
+                p,
+                "accessKey=spark%20x",
+                &HeaderMap::new(),
+                body,
+                now
+            ),
+            Err(SigError::Missing)
+        );
         let other = Iam::open("someone", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", None).unwrap();
-        assert_eq!(verify(&other, "PUT", p, "accessKey=spark%20x", &h, body, now), Err(SigError::NotRoot));
+        assert_eq!(
+            verify(&other, "PUT", p, "accessKey=spark%20x", &h, body, now),
+            Err(SigError::NotRoot)
+        );
     }
 
     #[test]

@@ -56,7 +56,11 @@ fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>, String> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
-            .map(|x| x.as_str().map(str::to_string).ok_or(format!("{what} entries must be strings")))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or(format!("{what} entries must be strings"))
+            })
             .collect(),
         _ => Err(format!("every statement needs {what}")),
     }
@@ -76,7 +80,9 @@ pub fn parse_policy(doc: &Value) -> Result<Vec<Statement>, String> {
         };
         for k in obj.keys() {
             if !matches!(k.as_str(), "Effect" | "Action" | "Resource" | "Sid") {
-                return Err(format!("statement key {k:?} is not supported by this stand-in"));
+                return Err(format!(
+                    "statement key {k:?} is not supported by this stand-in"
+                ));
             }
         }
         let allow = match obj.get("Effect").and_then(Value::as_str) {
@@ -121,7 +127,8 @@ pub fn allowed(stmts: &[&Statement], action: &str, resource: &str) -> bool {
     let hits = |s: &&&Statement| {
         s.actions.iter().any(|a| glob(a, action)) && s.resources.iter().any(|r| glob(r, resource))
     };
-    !stmts.iter().filter(|s| !s.allow).any(|s| hits(&s)) && stmts.iter().filter(|s| s.allow).any(|s| hits(&s))
+    !stmts.iter().filter(|s| !s.allow).any(|s| hits(&s))
+        && stmts.iter().filter(|s| s.allow).any(|s| hits(&s))
 }
 
 /// The IAM action and resource of an S3 operation, as MinIO names them.
@@ -135,7 +142,11 @@ pub fn action_of(op: &str, path: &S3Path) -> (String, String) {
         "HeadBucket" | "ListObjects" | "ListObjectsV2" | "ListObjectVersions" => "s3:ListBucket",
         "ListMultipartUploads" => "s3:ListBucketMultipartUploads",
         "GetObject" | "HeadObject" | "GetObjectAttributes" => "s3:GetObject",
-        "PutObject" | "CopyObject" | "CreateMultipartUpload" | "UploadPart" | "UploadPartCopy"
+        "PutObject"
+        | "CopyObject"
+        | "CreateMultipartUpload"
+        | "UploadPart"
+        | "UploadPartCopy"
         | "CompleteMultipartUpload" => "s3:PutObject",
         "DeleteObject" | "DeleteObjects" => "s3:DeleteObject",
         "ListParts" => "s3:ListMultipartUploadParts",
@@ -143,7 +154,11 @@ pub fn action_of(op: &str, path: &S3Path) -> (String, String) {
     };
     // DeleteObjects names its keys in the body: MinIO checks each; here the
     // bucket's objects as a whole.
-    let key = if op == "DeleteObjects" { Some("*".to_string()) } else { key };
+    let key = if op == "DeleteObjects" {
+        Some("*".to_string())
+    } else {
+        key
+    };
     (action.into(), arn(&bucket, key.as_deref()))
 }
 
@@ -166,7 +181,8 @@ impl Iam {
         };
         if let Some(f) = &iam.file {
             if let Ok(text) = std::fs::read_to_string(f) {
-                iam.load(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+                iam.load(&text)
+                    .map_err(|e| format!("{}: {e}", f.display()))?;
             }
         }
         Ok(iam)
@@ -176,7 +192,8 @@ impl Iam {
         let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
         let mut st = self.state.write().expect("iam lock");
         for (name, doc) in v["policies"].as_object().into_iter().flatten() {
-            st.policies.insert(name.clone(), (doc.clone(), parse_policy(doc)?));
+            st.policies
+                .insert(name.clone(), (doc.clone(), parse_policy(doc)?));
         }
         for (name, u) in v["users"].as_object().into_iter().flatten() {
             st.users.insert(
@@ -208,8 +225,11 @@ impl Iam {
                 )
             })
             .collect();
-        let policies: serde_json::Map<String, Value> =
-            st.policies.iter().map(|(k, (d, _))| (k.clone(), d.clone())).collect();
+        let policies: serde_json::Map<String, Value> = st
+            .policies
+            .iter()
+            .map(|(k, (d, _))| (k.clone(), d.clone()))
+            .collect();
         let text = json!({"users": users, "policies": policies}).to_string();
         let dir = f.parent().expect("file under a directory");
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -224,7 +244,9 @@ impl Iam {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(|e| format!("{}: {e}", tmp.display()))?;
-            o.write_all(text.as_bytes()).and_then(|()| o.sync_all()).map_err(|e| e.to_string())?;
+            o.write_all(text.as_bytes())
+                .and_then(|()| o.sync_all())
+                .map_err(|e| e.to_string())?;
         }
         std::fs::rename(&tmp, f).map_err(|e| format!("{}: {e}", f.display()))
     }
@@ -286,7 +308,12 @@ impl Iam {
 
     /// A user, if it exists.
     pub fn user(&self, access_key: &str) -> Option<User> {
-        self.state.read().expect("iam lock").users.get(access_key).cloned()
+        self.state
+            .read()
+            .expect("iam lock")
+            .users
+            .get(access_key)
+            .cloned()
     }
 
     /// Whether `access_key` may do `action` on `resource`.
@@ -324,7 +351,10 @@ impl S3Auth for Iam {
         }
         match self.user(access_key) {
             Some(u) if u.enabled => Ok(SecretKey::from(u.secret)),
-            _ => Err(s3_error!(InvalidAccessKeyId, "The Access Key Id you provided does not exist in our records.")),
+            _ => Err(s3_error!(
+                InvalidAccessKeyId,
+                "The Access Key Id you provided does not exist in our records."
+            )),
         }
     }
 }
@@ -356,8 +386,14 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(glob("arn:aws:s3:::warehouse/*", "arn:aws:s3:::warehouse/a/b"));
-        assert!(!glob("arn:aws:s3:::warehouse/*", "arn:aws:s3:::warehouse2/a"));
+        assert!(glob(
+            "arn:aws:s3:::warehouse/*",
+            "arn:aws:s3:::warehouse/a/b"
+        ));
+        assert!(!glob(
+            "arn:aws:s3:::warehouse/*",
+            "arn:aws:s3:::warehouse2/a"
+        ));
         assert!(!glob("arn:aws:s3:::warehouse", "arn:aws:s3:::warehouse2"));
         assert!(glob("s3:*", "s3:PutObject") && glob("s3:Get?bject", "s3:GetObject"));
         assert!(glob("*", "") && !glob("a", ""));
@@ -369,11 +405,24 @@ mod tests {
         let iam = Iam::open("admin", "admin-secret", Some(d.path())).unwrap();
         iam.add_policy("p", spark_policy()).unwrap();
         iam.set_user("spark", "spark-secret", true).unwrap();
-        assert!(!iam.may("spark", "s3:GetObject", "arn:aws:s3:::warehouse/x"), "no policy yet");
+        assert!(
+            !iam.may("spark", "s3:GetObject", "arn:aws:s3:::warehouse/x"),
+            "no policy yet"
+        );
         assert_eq!(iam.attach("spark", &["p".into()]), Ok(true));
-        assert_eq!(iam.attach("spark", &["p".into()]), Ok(false), "already applied");
-        assert_eq!(iam.attach("nobody", &["p".into()]), Err(AttachError::NoSuchUser));
-        assert_eq!(iam.attach("spark", &["q".into()]), Err(AttachError::NoSuchPolicy("q".into())));
+        assert_eq!(
+            iam.attach("spark", &["p".into()]),
+            Ok(false),
+            "already applied"
+        );
+        assert_eq!(
+            iam.attach("nobody", &["p".into()]),
+            Err(AttachError::NoSuchUser)
+        );
+        assert_eq!(
+            iam.attach("spark", &["q".into()]),
+            Err(AttachError::NoSuchPolicy("q".into()))
+        );
         assert!(iam.may("spark", "s3:PutObject", "arn:aws:s3:::warehouse/a/b"));
         assert!(iam.may("spark", "s3:ListBucket", "arn:aws:s3:::warehouse"));
         assert!(!iam.may("spark", "s3:PutObject", "arn:aws:s3:::private/a"));
@@ -394,7 +443,10 @@ mod tests {
         assert_eq!(again.user("spark").unwrap().secret, "spark-secret");
         let f = d.path().join(".minio.sys/config/iam/standin-iam.json");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         // A disabled user may do nothing.
         again.set_user("spark", "spark-secret", false).unwrap();
@@ -412,13 +464,25 @@ mod tests {
 
     #[test]
     fn operations_map_to_minio_actions() {
-        let obj = S3Path::Object { bucket: "b".into(), key: "k/1".into() };
+        let obj = S3Path::Object {
+            bucket: "b".into(),
+            key: "k/1".into(),
+        };
         let bucket = S3Path::Bucket { bucket: "b".into() };
-        assert_eq!(action_of("PutObject", &obj), ("s3:PutObject".into(), "arn:aws:s3:::b/k/1".into()));
+        assert_eq!(
+            action_of("PutObject", &obj),
+            ("s3:PutObject".into(), "arn:aws:s3:::b/k/1".into())
+        );
         assert_eq!(action_of("HeadObject", &obj).0, "s3:GetObject");
-        assert_eq!(action_of("ListObjectsV2", &bucket), ("s3:ListBucket".into(), "arn:aws:s3:::b".into()));
+        assert_eq!(
+            action_of("ListObjectsV2", &bucket),
+            ("s3:ListBucket".into(), "arn:aws:s3:::b".into())
+        );
         assert_eq!(action_of("CreateBucket", &bucket).0, "s3:CreateBucket");
         assert_eq!(action_of("DeleteObjects", &bucket).1, "arn:aws:s3:::b/*");
-        assert_eq!(action_of("ListBuckets", &S3Path::Root).0, "s3:ListAllMyBuckets");
+        assert_eq!(
+            action_of("ListBuckets", &S3Path::Root).0,
+            "s3:ListAllMyBuckets"
+        );
     }
 }

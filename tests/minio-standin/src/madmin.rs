@@ -70,7 +70,10 @@ fn nonce12(nonce: &[u8], seq: u32) -> [u8; 12] {
 
 fn open<A: Aead>(aead: &A, nonce: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> {
     let tag0 = aead
-        .encrypt(aes_gcm::aead::Nonce::<A>::from_slice(&nonce12(nonce, 0)), Payload { msg: &[], aad: &[] })
+        .encrypt(
+            aes_gcm::aead::Nonce::<A>::from_slice(&nonce12(nonce, 0)),
+            Payload { msg: &[], aad: &[] },
+        )
         .map_err(|_| Error::NotAuthentic)?;
     let mut ad = [0u8; 1 + TAG];
     ad[1..].copy_from_slice(&tag0);
@@ -101,7 +104,10 @@ fn open<A: Aead>(aead: &A, nonce: &[u8], data: &[u8]) -> Result<Vec<u8>, Error> 
 
 fn seal<A: Aead>(aead: &A, nonce: &[u8], data: &[u8]) -> Vec<u8> {
     let tag0 = aead
-        .encrypt(aes_gcm::aead::Nonce::<A>::from_slice(&nonce12(nonce, 0)), Payload { msg: &[], aad: &[] })
+        .encrypt(
+            aes_gcm::aead::Nonce::<A>::from_slice(&nonce12(nonce, 0)),
+            Payload { msg: &[], aad: &[] },
+        )
         .expect("seal");
     let mut ad = [0u8; 1 + TAG];
     ad[1..].copy_from_slice(&tag0);
@@ -168,15 +174,33 @@ pub fn encrypt_data(password: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// `EncryptData` with a chosen cipher id, salt and nonce (tests).
-pub fn encrypt_with(password: &str, data: &[u8], id: u8, salt: &[u8; 32], nonce: &[u8; 8]) -> Vec<u8> {
+pub fn encrypt_with(
+    password: &str,
+    data: &[u8],
+    id: u8,
+    salt: &[u8; 32],
+    nonce: &[u8; 8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + data.len() + TAG);
     out.extend_from_slice(salt);
     out.push(id);
     out.extend_from_slice(nonce);
     let body = match id {
-        0x00 => seal(&Aes256Gcm::new_from_slice(&argon2id(password, salt)).expect("key"), nonce, data),
-        0x01 => seal(&ChaCha20Poly1305::new_from_slice(&argon2id(password, salt)).expect("key"), nonce, data),
-        _ => seal(&Aes256Gcm::new_from_slice(&pbkdf2(password, salt)).expect("key"), nonce, data),
+        0x00 => seal(
+            &Aes256Gcm::new_from_slice(&argon2id(password, salt)).expect("key"),
+            nonce,
+            data,
+        ),
+        0x01 => seal(
+            &ChaCha20Poly1305::new_from_slice(&argon2id(password, salt)).expect("key"),
+            nonce,
+            data,
+        ),
+        _ => seal(
+            &Aes256Gcm::new_from_slice(&pbkdf2(password, salt)).expect("key"),
+            nonce,
+            data,
+        ),
     };
     out.extend(body);
     out
@@ -208,7 +232,10 @@ mod tests {
         let empty = unhex("828aa81599df0651c0461adb82283e8b89956baee9f6e719947ef9cddc849028001dc9d3ac0938f66b07bacc9751437e1985f8a9763c240e81");
         assert_eq!(decrypt_data("", &empty).unwrap(), b"");
         let zeros = unhex("b5c016e93b84b473fc8a37af94936563630c36d6df1841d23a86ee51ca161f9e00ac19116b32f643ff6a56a212b265d8c56195bb0d12ce199e13dfdc5272f80c1564da2c6fc2fa18da91d8062de02af5cdafea491c6f3cae1f");
-        assert_eq!(decrypt_data("xPl.8/rhR\"Q_1xLt", &zeros).unwrap(), vec![0u8; 32]);
+        assert_eq!(
+            decrypt_data("xPl.8/rhR\"Q_1xLt", &zeros).unwrap(),
+            vec![0u8; 32]
+        );
         assert_eq!(decrypt_data("wrong", &zeros), Err(Error::NotAuthentic));
     }
 
