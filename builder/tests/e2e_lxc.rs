@@ -131,6 +131,7 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
         "s3: bucket warehouse",
         "s3: bucket spark-events",
         "spark: SparkPi through the master",
+        "s3: spark's user (lab1) only in its buckets",
         "firewall: undeclared port dropped",
         "logs: object store",
         "logs: spark",

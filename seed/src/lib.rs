@@ -488,9 +488,9 @@ impl TryFrom<ObjectStoreRaw> for ObjectStore {
                 ));
             }
             if !keys.insert(&u.access_key) {
+                // No value: access keys come from secret references.
                 return Err(format!(
-                    "roles.object_store.users[{i}].access_key: {:?} is listed twice",
-                    u.access_key.as_str()
+                    "roles.object_store.users[{i}].access_key: this user is listed twice"
                 ));
             }
             if !policies.insert(&u.policy) {

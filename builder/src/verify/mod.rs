@@ -308,6 +308,32 @@ pub fn run(
     all
 }
 
+/// A service user to check: the guests using it, its resolved credentials
+/// (or why not), its buckets.
+type ServiceUser = (String, Result<(String, String), String>, Vec<String>);
+
+/// A service user round-trips an object in each of its buckets, and a
+/// bucket outside them answers 403.
+fn spark_user_confined(c: &s3::Client<'_>, buckets: &[String]) -> Result<String, String> {
+    for b in buckets {
+        c.round_trip(b)?;
+    }
+    let path = "/imgbuild-verify-not-granted/denied.txt";
+    match c.request("PUT", path, "", b"x")? {
+        (403, _) => Ok(format!(
+            "put, get, list, delete in {}; PUT {path} refused (403)",
+            buckets.join(",")
+        )),
+        (st, body) => Err(format!(
+            "PUT {path} as the service user answered {st}, want 403: {}",
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        )),
+    }
+}
+
 /// The units the guest's roles run, plus SSH and the firewall.
 fn units(g: &Guest) -> Vec<String> {
     let mut v = vec!["ssh".to_string(), "nftables".to_string()];
@@ -390,6 +416,25 @@ fn network_checks(
             os.root_password.resolve().map_err(|e| format!("{e:#}")),
         )
     });
+    // The service users this object store created (Spark's): each reaches
+    // its buckets and is refused elsewhere.
+    let users: Vec<ServiceUser> = crate::resolve::resolve(lab)
+        .guest(g.name.as_str())
+        .map(|spec| {
+            spec.s3_users
+                .iter()
+                .map(|u| {
+                    let creds = u
+                        .access_key
+                        .resolve()
+                        .and_then(|a| Ok((a, u.secret_key.resolve()?)))
+                        .map_err(|e| format!("{e:#}"));
+                    (u.guests.join(","), creds, u.buckets.clone())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let api_port = g.roles.object_store.as_ref().map(|os| os.api_port.get());
     let declared: Vec<u16> = g.open_ports().iter().map(|p| p.port.get()).collect();
     let worker_master = g
         .roles
@@ -442,6 +487,27 @@ fn network_checks(
                     (Err(e), _) | (_, Err(e)) => Err(format!("credentials: {e}")),
                 };
                 out.push((format!("s3: bucket {b}"), r, t.elapsed().as_secs_f64()));
+            }
+        }
+        if let Some(port) = api_port {
+            for (guests, creds, buckets) in &users {
+                let t = Instant::now();
+                let r = match creds {
+                    Ok((a, sk)) => {
+                        let c = s3::Client {
+                            addr: SocketAddr::new(ip.into(), port),
+                            access: a,
+                            secret: sk,
+                        };
+                        spark_user_confined(&c, buckets)
+                    }
+                    Err(e) => Err(format!("credentials: {e}")),
+                };
+                out.push((
+                    format!("s3: spark's user ({guests}) only in its buckets"),
+                    r,
+                    t.elapsed().as_secs_f64(),
+                ));
             }
         }
         // An undeclared port: the worker's RPC port (it listens, but the lab

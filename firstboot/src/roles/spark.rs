@@ -61,9 +61,11 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
     };
     // Only holders of the cluster's secret may talk to the master, the
     // workers and the executors (the daemons and every client read this
-    // file, which is why it is root:spark 0640).
+    // file, which is why it is root:spark 0640); their RPC is encrypted, as
+    // the driver hands its configuration (S3A keys included) to executors.
     let mut defaults = format!(
-        "{HEADER}\nspark.master {master_url}\nspark.authenticate true\nspark.authenticate.secret {}\n",
+        "{HEADER}\nspark.master {master_url}\nspark.authenticate true\nspark.authenticate.secret {}\n\
+         spark.network.crypto.enabled true\n",
         s.auth_secret.expose()
     );
     if let Some(s3) = &s.s3 {
