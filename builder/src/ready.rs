@@ -46,6 +46,8 @@ pub enum ProbeKind {
     SparkMaster { workers: Vec<String> },
     /// An SSH server sends its `SSH-2.0-` banner.
     SshBanner,
+    /// Prometheus answers `GET /-/ready` with 200 (its TSDB is loaded).
+    Prometheus,
 }
 
 impl Probe {
@@ -62,12 +64,13 @@ impl Probe {
                 workers.join(", ")
             ),
             ProbeKind::SshBanner => format!("ssh :{} banner", self.port),
+            ProbeKind::Prometheus => format!("prometheus :{} /-/ready", self.port),
         }
     }
 }
 
 /// Every guest's probes, in lab order: SSH, then the object store's API, then
-/// a Spark master's UI with the workers that join it.
+/// a Spark master's UI with the workers that join it, then Prometheus.
 pub fn probes(lab: &Lab) -> Vec<Probe> {
     let mut v = Vec::new();
     for g in &lab.guests {
@@ -94,6 +97,13 @@ pub fn probes(lab: &Lab) -> Vec<Probe> {
                 guest,
                 port: m.ui_port.get(),
                 kind: ProbeKind::SparkMaster { workers },
+            });
+        }
+        if let Some(m) = &g.roles.monitoring {
+            v.push(Probe {
+                guest: g.name.as_str().to_string(),
+                port: m.port.get(),
+                kind: ProbeKind::Prometheus,
             });
         }
     }
@@ -135,6 +145,14 @@ pub fn check(probe: &Probe, addr: SocketAddr, timeout: Duration) -> Result<(), S
                 Err(format!(
                     "http://{addr}/minio/health/ready answered {status}"
                 ))
+            }
+        }
+        ProbeKind::Prometheus => {
+            let (status, _) = http_get(addr, "/-/ready", timeout)?;
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("http://{addr}/-/ready answered {status}"))
             }
         }
         ProbeKind::SparkMaster { workers } => {

@@ -230,7 +230,7 @@ impl UpLab {
 impl Drop for UpLab {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for g in ["lab1", "vmlab"] {
+            for g in ["lab1", "vmlab", "lab2", "mon"] {
                 if self.guest_dir(g).exists() {
                     eprintln!("===== imgbuild logs {g}\n{}", self.logs(g));
                 }

@@ -1,0 +1,438 @@
+//! End to end through the real binary, on containers (issue 11 item 7): the
+//! lab with a monitoring guest (tests/fixtures/e2e/monitoring.yaml: `mon`
+//! runs Prometheus, `lab2` every other role, scrape interval 2s, alerts held
+//! 4s) comes up with `imgbuild up` from nothing; from the host, through the
+//! forwarded Prometheus UI:
+//!
+//! 1. `/api/v1/targets` lists every exporter of the lab (both node
+//!    exporters, MinIO's cluster and node metrics, the Spark master's and
+//!    worker's servlets) with their guest/role/vmid/lab labels, all up, and
+//!    a query of `up` returns 1 for each; the five alert rules are loaded
+//!    and none fires;
+//! 2. an address outside the monitoring list (the lab has no `allow`: only
+//!    the monitoring guest's) cannot reach a node exporter, while Prometheus
+//!    scrapes it;
+//! 3. stopping the Spark worker makes `SparkWorkerLost` fire within a minute;
+//! 4. Prometheus' and the node exporter's resident memory and CPU on the
+//!    guests are measured (printed, for the issue's note);
+//! 5. `down` leaves nothing.
+//!
+//! Needs root and the cached peers from `scripts/peers` (IMGBUILD_TEST_CACHE).
+
+mod e2e;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use e2e::up::UpLab;
+use e2e::*;
+
+const MON_ADDR: &str = "10.78.0.5";
+const LAB2_ADDR: &str = "10.78.0.10";
+const VMIDS: [u32; 2] = [311, 310];
+
+/// `up` from nothing: bake (the template with Prometheus) + two containers.
+const FIRST_UP: Duration = Duration::from_secs(900);
+
+fn say(t0: Instant, msg: String) {
+    eprintln!(
+        "e2e-monitoring [{:>4.0}s] {msg}",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+fn row<'a>(rows: &'a [serde_json::Value], guest: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["guest"] == guest)
+        .unwrap_or_else(|| panic!("no row for {guest} in {rows:?}"))
+}
+
+/// GET `base` + `path` from the host, parsed as Prometheus' API envelope.
+fn api(base: &str, path: &str) -> Result<serde_json::Value, String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let body = http_get(None, &url)?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{url}: not JSON ({e}): {body}"))?;
+    if v["status"] != "success" {
+        return Err(format!("{url}: {v}"));
+    }
+    Ok(v["data"].clone())
+}
+
+/// The scrape targets' `(job, guest, health)`, sorted.
+fn target_health(targets: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = targets["activeTargets"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|t| {
+            (
+                t["labels"]["job"].as_str().unwrap_or("?").to_string(),
+                t["labels"]["guest"].as_str().unwrap_or("?").to_string(),
+                t["health"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Resident memory and CPU (% of a core over `over`) of a process named
+/// `comm` in a unit `unit`'s cgroup (the containers' own mount namespaces
+/// hide which root a process sees).
+fn idle_cost(comm: &str, unit: &str, over: Duration) -> (String, f64) {
+    let pid = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .find(|e| {
+            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == comm)
+                && fs::read_to_string(e.path().join("cgroup"))
+                    .is_ok_and(|c| c.contains(&format!("/{unit}")))
+        })
+        .map(|e| e.path())
+        .unwrap_or_else(|| panic!("no {comm} process in {unit}"));
+    let ticks = || {
+        let stat = fs::read_to_string(pid.join("stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let (c0, w0) = (ticks(), Instant::now());
+    std::thread::sleep(over);
+    let cpu = (ticks() - c0) as f64 / 100.0 / w0.elapsed().as_secs_f64() * 100.0;
+    let rss = fs::read_to_string(pid.join("status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:").map(|v| v.trim().to_string()))
+        .unwrap_or_default();
+    (rss, cpu)
+}
+
+#[test]
+fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
+    let t0 = Instant::now();
+    let peers = Peers::require();
+    let work = tempfile::Builder::new()
+        .prefix("imgbuild-e2e-mon.")
+        .tempdir()
+        .unwrap();
+    let lab = UpLab::new(
+        &peers,
+        "e2e/monitoring.yaml",
+        &["ubuntu-22.04-lxc"],
+        work.path(),
+    );
+
+    let t = Instant::now();
+    let rows = lab.up(FIRST_UP);
+    for g in ["mon", "lab2"] {
+        assert_eq!(row(&rows, g)["state"], "ready", "{rows:?}");
+    }
+    say(
+        t0,
+        format!(
+            "up from nothing (bake + two containers + ready): {:.1} s",
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    let st = lab.status();
+    let mon = row(&st, "mon");
+    assert_eq!(mon["firstboot"], "ready", "{mon}");
+    let prom = mon["urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["purpose"] == "prometheus UI")
+        .unwrap_or_else(|| panic!("no prometheus UI URL in {mon}"))["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(prom.starts_with("http://127.0.0.1:"), "{prom}");
+
+    // 1. Every target up, with its labels; `up` is 1 for each.
+    let want = vec![
+        ("minio-cluster", "lab2"),
+        ("minio-node", "lab2"),
+        ("node", "lab2"),
+        ("node", "mon"),
+        ("spark-master", "lab2"),
+        ("spark-worker", "lab2"),
+    ];
+    let t = Instant::now();
+    let targets = poll(
+        "every target up in /api/v1/targets",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |why| {
+            let v = match api(&prom, "/api/v1/targets") {
+                Ok(v) => v,
+                Err(e) => {
+                    *why = e;
+                    return Ok(None);
+                }
+            };
+            let h = target_health(&v);
+            *why = format!("{h:?}");
+            let up: Vec<(&str, &str)> = h
+                .iter()
+                .filter(|(_, _, s)| s == "up")
+                .map(|(j, g, _)| (j.as_str(), g.as_str()))
+                .collect();
+            Ok((up == want && h.len() == want.len()).then_some(v))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let worker = targets["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["labels"]["job"] == "spark-worker")
+        .unwrap();
+    assert_eq!(
+        worker["labels"],
+        serde_json::json!({"job": "spark-worker", "instance": format!("{LAB2_ADDR}:8081"),
+                           "guest": "lab2", "role": "spark_worker", "vmid": "310", "lab": "lab"}),
+        "{worker}"
+    );
+    assert_eq!(
+        worker["scrapeUrl"],
+        format!("http://{LAB2_ADDR}:8081/metrics/prometheus/")
+    );
+    let up = api(&prom, "/api/v1/query?query=up").unwrap_or_else(|e| panic!("{e}"));
+    let up = up["result"].as_array().unwrap().clone();
+    assert_eq!(up.len(), want.len(), "{up:?}");
+    for r in &up {
+        assert_eq!(r["value"][1], "1", "{r}");
+    }
+    say(
+        t0,
+        format!(
+            "all {} targets up in {:.1} s after up returned; `up` is 1 for each",
+            want.len(),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    // The services' own metrics reach Prometheus under their labels.
+    for q in [
+        "minio_cluster_drive_offline_total{guest=\"lab2\"}",
+        "metrics_master_aliveWorkers_Value{guest=\"lab2\"}",
+        "imgbuild_firstboot_ready{guest=\"mon\"}",
+    ] {
+        let v = api(&prom, &format!("/api/v1/query?query={}", urlencode(q)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v["result"].as_array().map(Vec::len), Some(1), "{q}: {v}");
+    }
+    let rules = api(&prom, "/api/v1/rules").unwrap_or_else(|e| panic!("{e}"));
+    let mut names: Vec<String> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "FilesystemAlmostFull",
+            "FirstbootFailed",
+            "ObjectStoreDrivesOffline",
+            "SparkWorkerLost",
+            "TargetDown"
+        ]
+    );
+    // The containers' `/` is a directory on this machine's file system, so
+    // the file-system rule sees its real use: above 85% (with a margin) it
+    // must fire for both guests, well below it must not; nothing else fires
+    // on a healthy lab.
+    let used = fs_used(&lab.guest_dir("mon"));
+    let (mut fs_alerts, others) = poll(
+        "the alerts settle",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |why| {
+            let a = api(&prom, "/api/v1/alerts").unwrap_or_else(|e| panic!("{e}"));
+            *why = a.to_string();
+            let all = a["alerts"].as_array().unwrap().clone();
+            let (fs, others): (Vec<_>, Vec<_>) = all
+                .into_iter()
+                .partition(|a| a["labels"]["alertname"] == "FilesystemAlmostFull");
+            let fs: Vec<(String, String, String)> = fs
+                .iter()
+                .map(|a| {
+                    (
+                        a["labels"]["guest"].as_str().unwrap_or("?").to_string(),
+                        a["labels"]["mountpoint"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                        a["state"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect();
+            // Right after `up` the last services are starting (a target
+            // down, a worker not yet joined): wait for that to clear.
+            let fs_settled = if used > 0.86 {
+                fs.len() == 2 && fs.iter().all(|f| f.2 == "firing")
+            } else {
+                true
+            };
+            let settled = fs_settled && others.is_empty();
+            Ok(settled.then_some((fs, others)))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    fs_alerts.sort();
+    assert!(
+        others.is_empty(),
+        "nothing else fires on a healthy lab: {others:?}"
+    );
+    if used > 0.86 {
+        assert_eq!(
+            fs_alerts,
+            [
+                ("lab2".to_string(), "/".to_string(), "firing".to_string()),
+                ("mon".to_string(), "/".to_string(), "firing".to_string())
+            ]
+        );
+    } else if used < 0.84 {
+        assert!(
+            fs_alerts.is_empty(),
+            "{:.1}% used: {fs_alerts:?}",
+            used * 100.0
+        );
+    }
+    say(
+        t0,
+        format!(
+            "rules loaded; the guests' / is {:.1}% used here: FilesystemAlmostFull {fs_alerts:?}, nothing else fires",
+            used * 100.0
+        ),
+    );
+
+    // 2. The node exporter answers the monitoring guest (its target is up)
+    // and nobody else: an address of the lab's subnet outside the list.
+    let ns = Netns::existing(&lab.netns_name());
+    ns.ip(&["addr", "add", "10.78.0.6/24", "dev", "vmbr0"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let other = run_timeout(
+        ns.cmd("curl").args([
+            "-s",
+            "-m",
+            "5",
+            "--interface",
+            "10.78.0.6",
+            &format!("http://{LAB2_ADDR}:9100/metrics"),
+        ]),
+        None,
+        Duration::from_secs(30),
+        "curl from 10.78.0.6",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let _ = ns.ip(&["addr", "del", "10.78.0.6/24", "dev", "vmbr0"]);
+    // curl exit 28: timed out (dropped), not refused (7).
+    assert_eq!(other.status.code(), Some(28), "from 10.78.0.6: {other:?}");
+    say(
+        t0,
+        format!("node exporter on {LAB2_ADDR}:9100: scraped by {MON_ADDR}, dropped from 10.78.0.6"),
+    );
+
+    // 4 (before the worker stops: the lab at rest). Idle cost on the guests.
+    let (prom_rss, prom_cpu) =
+        idle_cost("prometheus", "prometheus.service", Duration::from_secs(10));
+    let (ne_rss, ne_cpu) = idle_cost(
+        "node_exporter",
+        "node-exporter.service",
+        Duration::from_secs(10),
+    );
+    say(
+        t0,
+        format!(
+            "idle on the guests over 10 s: prometheus RSS {prom_rss}, CPU {prom_cpu:.2}% of a core \
+             (scraping 6 targets every 2 s); node exporter RSS {ne_rss}, CPU {ne_cpu:.2}% (scraped every 2 s)"
+        ),
+    );
+
+    // 3. The Spark worker stops: its alert fires within the rule's window.
+    let t = Instant::now();
+    let o = lab.run(
+        lab.cmd("ssh")
+            .args(["lab2", "systemctl", "stop", "spark-worker"]),
+        Duration::from_secs(60),
+        "imgbuild ssh lab2 systemctl stop spark-worker",
+    );
+    assert!(o.ok(), "stopping the worker: {}\n{}", o.stdout, o.stderr);
+    let fired = poll(
+        "SparkWorkerLost firing",
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |why| {
+            let a = match api(&prom, "/api/v1/alerts") {
+                Ok(v) => v,
+                Err(e) => {
+                    *why = e;
+                    return Ok(None);
+                }
+            };
+            *why = a.to_string();
+            Ok(a["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["labels"]["alertname"] == "SparkWorkerLost" && a["state"] == "firing")
+                .cloned())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(fired["labels"]["guest"], "lab2", "{fired}");
+    say(
+        t0,
+        format!(
+            "spark-worker stopped: SparkWorkerLost firing after {:.1} s ({})",
+            t.elapsed().as_secs_f64(),
+            fired["annotations"]["summary"]
+        ),
+    );
+
+    // 5. down leaves nothing.
+    lab.down();
+    lab.assert_nothing_left(&VMIDS);
+    say(t0, "down: nothing left".into());
+}
+
+/// The used share of the file system holding `path` (`stat -f`: free
+/// blocks for unprivileged users, as node_exporter's avail_bytes).
+fn fs_used(path: &std::path::Path) -> f64 {
+    let o = run_ok(
+        std::process::Command::new("stat")
+            .args(["-f", "-c", "%a %b"])
+            .arg(path),
+        None,
+        Duration::from_secs(10),
+        "stat -f",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let v: Vec<f64> = o
+        .stdout
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    1.0 - v[0] / v[1]
+}
+
+/// Percent-encodes a PromQL query for a URL's query string.
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
