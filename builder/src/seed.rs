@@ -383,7 +383,7 @@ fn spark_memory(size: Size) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
 
     fn lab() -> Lab {
         let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/seed/lab.yaml");
@@ -506,6 +506,40 @@ mod tests {
             assert_eq!(users.len(), 1, "{m}");
             assert_eq!(users[0].policy.as_str(), "imgbuild-spark-spark-master");
         }
+    }
+
+    /// Across guests: one S3 user has one secret, and a worker uses its
+    /// master's cluster secret; both errors name the field and the place.
+    #[test]
+    fn scaleout_mismatched_spark_secrets_are_located() {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let key = repo.join("tests/fixtures/seed/admin.pub");
+        let text = std::fs::read_to_string(repo.join("lab/scaleout.yaml"))
+            .unwrap()
+            .replace("~/.ssh/id_ed25519.pub", key.to_str().unwrap())
+            .replacen(
+                "s3: {object_store: minio2, access_key: env:SPARK_S3_ACCESS_KEY, secret_key: env:SPARK_S3_SECRET_KEY}",
+                "s3: {object_store: minio2, access_key: env:SPARK_S3_ACCESS_KEY, secret_key: env:OTHER_SECRET}",
+                1,
+            )
+            .replacen(
+                "        worker: {master: spark-master, cores: 7, memory: 28GiB}\n        s3: {object_store: minio1,",
+                "        worker: {master: spark-master, cores: 7, memory: 28GiB}\n        auth_secret: env:WORKER_OWN_SECRET\n        s3: {object_store: minio1,",
+                1,
+            );
+        let e = format!(
+            "{:#}",
+            crate::model::lab::from_text(Path::new("scaleout.yaml"), &text).unwrap_err()
+        );
+        assert!(
+            e.contains("guests.spark-worker2.roles.spark.s3.secret_key: `env:OTHER_SECRET` differs from the secret_key guest `spark-master` gives"),
+            "{e}"
+        );
+        assert!(
+            e.contains("guests.spark-worker1.roles.spark.auth_secret: `env:WORKER_OWN_SECRET` differs from the secret of this worker's master `spark-master`"),
+            "{e}"
+        );
+        assert!(e.contains("scaleout.yaml:"), "{e}");
     }
 
     #[test]
