@@ -651,6 +651,39 @@ mod tests {
     }
 
     #[test]
+    fn monitoring_guest_gets_the_object_stores_bearer_token_by_reference() {
+        use crate::model::metrics::ObjectStoreAuth;
+        let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/validate/ok/homelab-monitoring.yaml");
+        let mut l = crate::model::lab::load(&p).expect("fixture lab loads");
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        let jwt = "eyJhbGciOiJIUzUxMiJ9.eyJzdWIiOiJtb25pdG9yIn0.c2lnbmF0dXJl";
+        std::fs::write(&token, format!("{jwt}\n")).unwrap();
+        l.metrics.as_mut().unwrap().object_store =
+            ObjectStoreAuth::BearerToken(SecretRef::File(token.clone()));
+        let s = for_guest(&l, "mon").unwrap();
+        let m = s.roles.monitoring.as_ref().unwrap();
+        assert_eq!(m.object_store_token.as_ref().unwrap().expose(), jwt);
+        let bearer: Vec<&str> = m
+            .targets
+            .iter()
+            .filter(|t| t.bearer)
+            .map(|t| t.job.as_str())
+            .collect();
+        assert_eq!(bearer, ["minio-cluster", "minio-node"]);
+        // Only the monitoring guest carries it.
+        assert!(!for_guest(&l, "devlab")
+            .map(|s| s.to_yaml().contains(jwt))
+            .unwrap_or(false));
+        // A token that is no JWT is refused naming the field, never echoed.
+        std::fs::write(&token, "not a token at all\n").unwrap();
+        let e = format!("{:#}", for_guest(&l, "mon").unwrap_err());
+        assert!(e.contains("metrics.object_store.token"), "{e}");
+        assert!(!e.contains("not a token"), "{e}");
+    }
+
+    #[test]
     fn spark_memory_notation() {
         assert_eq!(spark_memory(Size::from_bytes(6 << 30)), "6g");
         assert_eq!(spark_memory(Size::from_bytes(1536 << 20)), "1536m");

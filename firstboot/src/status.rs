@@ -27,6 +27,10 @@ struct Live {
     status: Status,
     /// Set once the run's outcome is final; later saves are dropped.
     sealed: bool,
+    /// The root and the node exporter's textfile directory, when the run
+    /// records its outcome there too (an interrupted run is `failed` there
+    /// as well, which the monitoring role alerts on).
+    textfile: Option<(PathBuf, String)>,
 }
 
 static LIVE: Mutex<Option<Live>> = Mutex::new(None);
@@ -78,6 +82,11 @@ pub fn interrupt(reason: &str, wait: bool) -> bool {
     st.reason = Some(reason.to_string());
     st.peak_rss_kib = peak_rss_kib();
     live.sealed = true;
+    if let Some((root, dir)) = &live.textfile {
+        if let Err(e) = crate::roles::metrics::record(root, dir, &live.status) {
+            tracing::error!("cannot record `{reason}` in the textfile metrics: {e:#}");
+        }
+    }
     let written = write_status(&live.path, &live.status);
     if let Err(e) = &written {
         tracing::error!("cannot record `{reason}` in status.json: {e:#}");
@@ -142,17 +151,24 @@ impl Recorder {
         {
             return Ok(());
         }
-        write_status(&self.path, &self.status)?;
-        *live = Some(Live {
-            path: self.path.clone(),
-            status: self.status.clone(),
-            sealed: false,
-        });
+        // The textfile first: whoever sees a state in status.json finds the
+        // same state in the exporter's file already (e2e_lxc read it
+        // "running" right after status.json said ready).
         if let Some(dir) = &self.textfile_dir {
             if let Err(e) = crate::roles::metrics::record(&self.root, dir, &self.status) {
                 tracing::warn!("cannot write the textfile metrics: {e:#}");
             }
         }
+        write_status(&self.path, &self.status)?;
+        *live = Some(Live {
+            path: self.path.clone(),
+            status: self.status.clone(),
+            sealed: false,
+            textfile: self
+                .textfile_dir
+                .as_ref()
+                .map(|d| (self.root.clone(), d.clone())),
+        });
         Ok(())
     }
 

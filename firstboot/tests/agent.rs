@@ -318,7 +318,11 @@ fn crafted_seeds_exit_2_and_are_recorded_as_failed() {
 #[test]
 fn sigterm_is_recorded_as_interrupted() {
     use std::os::unix::process::CommandExt;
-    let d = guest_root(&fixture("minio.yaml"));
+    // With the metrics role, and its textfile directory already there (as
+    // on a guest rebooted mid-run): the node exporter's file says failed too.
+    let d = guest_root(&fixture("minio.yaml").replace("roles:\n", "roles:\n  metrics: {}\n"));
+    let textfile = d.path().join("var/lib/node_exporter/textfile");
+    std::fs::create_dir_all(&textfile).unwrap();
     // A groupadd that hangs, so the run is inside its `accounts` step.
     let fake = tempfile::tempdir().unwrap();
     let script = fake.path().join("groupadd");
@@ -380,6 +384,12 @@ fn sigterm_is_recorded_as_interrupted() {
         .find(|s| s["name"] == "accounts")
         .unwrap();
     assert_eq!(acc["state"], "failed");
+    let prom = std::fs::read_to_string(textfile.join("imgbuild_firstboot.prom")).unwrap();
+    assert!(
+        prom.contains("imgbuild_firstboot_failed 1\n")
+            && prom.contains("imgbuild_firstboot_state{state=\"running\"} 0\n"),
+        "{prom}"
+    );
 }
 
 /// Issue 9 item 8: every unit the agent writes, for every role and shape,
