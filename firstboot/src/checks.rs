@@ -11,6 +11,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const POLL: Duration = Duration::from_millis(500);
+/// The S3 users (access key and policy, one per line) the last run created.
+pub const S3_USERS_RECORD: &str = "/var/lib/imgbuild/s3-users";
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs one check to completion or deadline: its own, or `run_end` (the
@@ -61,6 +63,28 @@ pub fn run(root: &Path, check: &Check, run_end: Instant) -> Result<()> {
                 access_key,
                 secret_key: secret_key.expose(),
             };
+            // Users an earlier seed listed and this one does not are removed
+            // (user first, then its policy): a dropped Spark guest's keys stop
+            // working. The record holds names only, never secrets.
+            let record = crate::fsutil::under(root, S3_USERS_RECORD);
+            let before = std::fs::read_to_string(&record).unwrap_or_default();
+            for line in before.lines() {
+                let Some((key, policy)) = line.split_once(' ') else {
+                    continue;
+                };
+                if users.iter().any(|u| u.access_key.as_str() == key) {
+                    continue;
+                }
+                poll(*deadline, run_end, || admin.remove_user(key))
+                    .with_context(|| format!("removing S3 user {key}"))?;
+                if !users.iter().any(|u| u.policy.as_str() == policy) {
+                    poll(*deadline, run_end, || admin.remove_canned_policy(policy))
+                        .with_context(|| format!("removing policy {policy}"))?;
+                }
+                tracing::info!(
+                    "removed S3 user {key} and its policy {policy}: no longer in the seed"
+                );
+            }
             for u in users {
                 let buckets: Vec<String> =
                     u.buckets.iter().map(|b| b.as_str().to_string()).collect();
@@ -73,6 +97,14 @@ pub fn run(root: &Path, check: &Check, run_end: Instant) -> Result<()> {
                     )
                 })
                 .with_context(|| format!("creating S3 user {}", u.access_key))?;
+            }
+            let now: String = users
+                .iter()
+                .map(|u| format!("{} {}\n", u.access_key, u.policy))
+                .collect();
+            if now != before {
+                crate::fsutil::write_file(&record, now.as_bytes(), 0o600, 0, 0)
+                    .with_context(|| format!("writing {}", record.display()))?;
             }
             Ok(())
         }

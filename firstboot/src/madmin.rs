@@ -365,6 +365,36 @@ impl Admin<'_> {
         }
     }
 
+    /// `mc admin user rm`: DELETE remove-user; an unknown user is done.
+    pub fn remove_user(&self, access_key: &str) -> Result<()> {
+        let a = self.call(
+            "DELETE",
+            "remove-user",
+            &[("accessKey", access_key.to_string())],
+            b"",
+        )?;
+        match a.status {
+            200 | 204 => Ok(()),
+            404 if a.body.contains("NoSuchUser") => Ok(()),
+            s => bail!("remove-user {access_key} answered {s}: {}", a.body),
+        }
+    }
+
+    /// `mc admin policy rm`: DELETE remove-canned-policy; an unknown policy is done.
+    pub fn remove_canned_policy(&self, name: &str) -> Result<()> {
+        let a = self.call(
+            "DELETE",
+            "remove-canned-policy",
+            &[("name", name.to_string())],
+            b"",
+        )?;
+        match a.status {
+            200 | 204 => Ok(()),
+            404 if a.body.contains("NoSuchPolicy") => Ok(()),
+            s => bail!("remove-canned-policy {name} answered {s}: {}", a.body),
+        }
+    }
+
     /// Creates (or updates) `user` with exactly the access `policy` gives
     /// to `buckets`: policy first, then the user, then the attachment.
     pub fn ensure_user(

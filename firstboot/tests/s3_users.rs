@@ -227,3 +227,101 @@ fn the_agent_creates_spark_s3_user_limited_to_its_buckets() {
         "AccessDenied"
     );
 }
+
+fn user(key: &str, secret: &str, policy: &str) -> imgbuild_seed::S3User {
+    imgbuild_seed::S3User {
+        access_key: key.parse().unwrap(),
+        secret_key: secret.parse().unwrap(),
+        policy: policy.parse().unwrap(),
+        buckets: vec!["warehouse".parse().unwrap()],
+    }
+}
+
+/// The role's check as the agent runs it: a user the seed no longer lists
+/// (a Spark guest dropped from the lab) is removed with its policy; the
+/// record of created users holds no secret.
+#[test]
+fn users_dropped_from_the_seed_are_removed() {
+    use firstboot::checks::{run, S3_USERS_RECORD};
+    use firstboot::plan::Check;
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    std::fs::create_dir_all(root.join("var/lib/imgbuild")).unwrap();
+    let server = start(&d.path().join("data"));
+    let addr = server.addr;
+    create_bucket(addr, ROOT, ROOT_SECRET, "warehouse").unwrap();
+    let check = |users| Check::S3Users {
+        port: addr.port(),
+        access_key: ROOT.into(),
+        secret_key: ROOT_SECRET.parse().unwrap(),
+        users,
+        deadline: Duration::from_secs(20),
+    };
+    let end = Instant::now() + Duration::from_secs(120);
+    let both = vec![
+        user("spark", "spark-secret-1", "imgbuild-spark-devlab"),
+        user("oldspark", "old-secret-1", "imgbuild-spark-old"),
+    ];
+    run(&root, &check(both), end).unwrap();
+    assert_eq!(
+        boto3(addr, "oldspark", "old-secret-1", "put", "warehouse"),
+        "ok"
+    );
+    let record = root.join(S3_USERS_RECORD.trim_start_matches('/'));
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert_eq!(
+        text,
+        "spark imgbuild-spark-devlab\noldspark imgbuild-spark-old\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&record).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    run(
+        &root,
+        &check(vec![user(
+            "spark",
+            "spark-secret-1",
+            "imgbuild-spark-devlab",
+        )]),
+        end,
+    )
+    .unwrap();
+    assert_eq!(
+        boto3(addr, "oldspark", "old-secret-1", "put", "warehouse"),
+        "InvalidAccessKeyId"
+    );
+    assert_eq!(
+        boto3(addr, "spark", "spark-secret-1", "put", "warehouse"),
+        "ok"
+    );
+    // Its policy is gone too: attaching it again fails.
+    let admin = Admin {
+        addr,
+        access_key: ROOT,
+        secret_key: ROOT_SECRET,
+    };
+    admin.add_user("probe", "probe-secret-1").unwrap();
+    let e = format!(
+        "{:#}",
+        admin
+            .attach_policy("probe", "imgbuild-spark-old")
+            .unwrap_err()
+    );
+    assert!(e.contains("NoSuchPolicy"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        "spark imgbuild-spark-devlab\n"
+    );
+
+    // No users at all: the last one goes as well; a re-run is a no-op.
+    run(&root, &check(vec![]), end).unwrap();
+    run(&root, &check(vec![]), end).unwrap();
+    assert_eq!(
+        boto3(addr, "spark", "spark-secret-1", "put", "warehouse"),
+        "InvalidAccessKeyId"
+    );
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), "");
+}

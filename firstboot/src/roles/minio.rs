@@ -100,15 +100,14 @@ pub fn plan(os: &ObjectStore, plan: &mut Plan) {
             deadline: Duration::from_secs(120),
         });
     }
-    if !os.users.is_empty() {
-        plan.checks.push(Check::S3Users {
-            port,
-            access_key: os.root_user.as_str().into(),
-            secret_key: os.root_password.clone(),
-            users: os.users.clone(),
-            deadline: Duration::from_secs(120),
-        });
-    }
+    // Always, even with no users: it removes those an earlier seed listed.
+    plan.checks.push(Check::S3Users {
+        port,
+        access_key: os.root_user.as_str().into(),
+        secret_key: os.root_password.clone(),
+        users: os.users.clone(),
+        deadline: Duration::from_secs(120),
+    });
 }
 
 /// Upstream's minio.service (minio-service/linux-systemd), with bounded

@@ -7,7 +7,9 @@
 //!   encrypted with the root secret key (madmin `EncryptData`);
 //! - `POST idp/builtin/policy/attach`, body: `{"policies":[…],"user":…}`
 //!   encrypted; answers 200 with an encrypted `{"policiesAttached":[…]}`,
-//!   or 400 `XMinioAdminPolicyChangeAlreadyApplied` when nothing changes.
+//!   or 400 `XMinioAdminPolicyChangeAlreadyApplied` when nothing changes;
+//! - `DELETE remove-user?accessKey=K`, `DELETE remove-canned-policy?name=N`
+//!   (404 `XMinioAdminNoSuchUser` / `XMinioAdminNoSuchPolicy` when absent).
 //!
 //! Every request must carry a valid SigV4 signature (service `s3`, any
 //! region, date within 15 minutes, `x-amz-content-sha256` matching the body)
@@ -414,6 +416,35 @@ pub async fn handle(iam: &Iam, req: hyper::Request<Body>) -> Response<Body> {
                     &e,
                     &path,
                 ),
+            }
+        }
+        (&Method::DELETE, "remove-user") => {
+            match iam.remove_user(&arg("accessKey").unwrap_or_default()) {
+                Ok(true) => ok(vec![]),
+                Ok(false) => json_error(
+                    StatusCode::NOT_FOUND,
+                    "XMinioAdminNoSuchUser",
+                    "The specified user does not exist.",
+                    &path,
+                ),
+                Err(e) => json_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    &e,
+                    &path,
+                ),
+            }
+        }
+        (&Method::DELETE, "remove-canned-policy") => {
+            match iam.remove_policy(&arg("name").unwrap_or_default()) {
+                Ok(true) => ok(vec![]),
+                Ok(false) => json_error(
+                    StatusCode::NOT_FOUND,
+                    "XMinioAdminNoSuchPolicy",
+                    "The canned policy does not exist.",
+                    &path,
+                ),
+                Err(e) => json_error(StatusCode::BAD_REQUEST, "XMinioAdminPolicyInUse", &e, &path),
             }
         }
         _ => json_error(

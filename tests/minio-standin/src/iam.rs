@@ -306,6 +306,28 @@ impl Iam {
         Ok(true)
     }
 
+    /// Removes a user; `Ok(false)` when there was none.
+    pub fn remove_user(&self, access_key: &str) -> Result<bool, String> {
+        let mut st = self.state.write().expect("iam lock");
+        if st.users.remove(access_key).is_none() {
+            return Ok(false);
+        }
+        self.save(&st).map(|()| true)
+    }
+
+    /// Removes a canned policy; `Ok(false)` when there was none. A policy
+    /// still attached to a user is refused (the user goes first).
+    pub fn remove_policy(&self, name: &str) -> Result<bool, String> {
+        let mut st = self.state.write().expect("iam lock");
+        if let Some((u, _)) = st.users.iter().find(|(_, u)| u.policies.contains(name)) {
+            return Err(format!("policy {name} is attached to user {u}"));
+        }
+        if st.policies.remove(name).is_none() {
+            return Ok(false);
+        }
+        self.save(&st).map(|()| true)
+    }
+
     /// A user, if it exists.
     pub fn user(&self, access_key: &str) -> Option<User> {
         self.state
@@ -446,6 +468,19 @@ mod tests {
         assert_eq!(
             std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
             0o600
+        );
+
+        // Removal: a policy in use stays; the user goes, then the policy.
+        assert!(again.remove_policy("p").is_err());
+        assert_eq!(again.remove_user("spark"), Ok(true));
+        assert_eq!(again.remove_user("spark"), Ok(false));
+        assert!(!again.may("spark", "s3:PutObject", "arn:aws:s3:::warehouse/a"));
+        assert_eq!(again.remove_policy("p"), Ok(true));
+        assert_eq!(again.remove_policy("p"), Ok(false));
+        again.set_user("spark", "spark-secret", true).unwrap();
+        assert_eq!(
+            again.attach("spark", &["p".into()]),
+            Err(AttachError::NoSuchPolicy("p".into()))
         );
 
         // A disabled user may do nothing.

@@ -2,9 +2,9 @@
 //! the MinIO server reads admin request bodies and writes some answers:
 //! `salt (32) | cipher id (1) | nonce (8) | sio-go stream`.
 //!
-//! Cipher ids: 0x00 argon2id (t=1, m=64 MiB, p=4, 32-byte key) + AES-256-GCM,
-//! 0x01 argon2id + ChaCha20-Poly1305, 0x02 PBKDF2-HMAC-SHA256 (8192 rounds)
-//! + AES-256-GCM. The sio-go stream (secure-io/sio-go, `BufSize` 16 KiB):
+//! Cipher ids: 0x00 argon2id (t=1, m=64 MiB, p=4, 32-byte key) with
+//! AES-256-GCM, 0x01 argon2id with ChaCha20-Poly1305, 0x02 PBKDF2-HMAC-SHA256
+//! (8192 rounds) with AES-256-GCM. The sio-go stream (secure-io/sio-go, `BufSize` 16 KiB):
 //! fragments of 16 KiB sealed with nonce `nonce | LE32 seq` (seq from 1) and
 //! associated data `flag | tag0` (flag 0x80 on the final fragment, else 0x00;
 //! tag0 = the AEAD tag over nothing with nonce `nonce | LE32 0`).
