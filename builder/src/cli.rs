@@ -56,6 +56,8 @@ pub enum Command {
     Snapshots(commands::snapshots::Args),
     /// Roll a guest back to one of this lab's snapshots: stop, roll back, start, wait ready.
     Rollback(commands::rollback::Args),
+    /// List the lab's vzdump backups, or restore a guest from one: stop, restore, start, wait ready.
+    Restore(commands::restore::Args),
     /// Run the lab on this machine (namespace, nspawn, QEMU); wait until every guest is ready.
     Up(commands::up::Args),
     /// Show the lab's guests on this machine: running, ready or stopped, with their web UIs.

@@ -84,6 +84,10 @@ fn build(lab: &Lab, guest: &Guest, spec: &GuestSpec) -> Result<Seed> {
             metrics: metrics(guest, who)?,
             monitoring: monitoring(lab, guest, who)?,
         },
+        updates: sd::updates::Updates {
+            security: lab.updates.security,
+            reboot_at: lab.updates.automatic_reboot.clone(),
+        },
     })
 }
 

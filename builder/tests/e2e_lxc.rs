@@ -19,7 +19,15 @@
 //!    byte for byte, the accounts), an object put before a cut is kept, and
 //!    `verify` passes again.
 //! 5. A changed seed (one more bucket): `up` recreates the guest from its
-//!    image, and `verify` finds the new bucket. Then `down`, leaving nothing.
+//!    image, and `verify` finds the new bucket.
+//! 6. Upgrades keep the data volume (issue 10 item 7): objects put, the
+//!    image re-baked with one more file, `up` replaces the guest's root and
+//!    the same objects come back through S3 from the volume (a directory
+//!    outside the root, bind-mounted at the data dir like Proxmox's `mp0`);
+//!    a second upgrade is cut during its first boot, after an object was
+//!    put, and the next `up` converges with every object intact. `down`
+//!    keeps the volume, `up` mounts it again, `down --purge-data` leaves
+//!    nothing.
 //!
 //! Needs root and the cached peers from `scripts/peers` (IMGBUILD_TEST_CACHE).
 
@@ -111,6 +119,7 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
     );
 
     metrics_checks(&lab, &rootfs, &status, t0);
+    security_updates_checks(&lab, t0);
 
     let t = Instant::now();
     let (report, o) = lab.verify(Duration::from_secs(600));
@@ -291,9 +300,232 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
             t.elapsed().as_secs_f64()
         ),
     );
+
+    // 6. Upgrades keep the data volume.
+    upgrades_keep_data(&lab, &rootfs, t0);
     lab.down();
     lab.assert_nothing_left(&[VMID]);
-    say(t0, "down after the power cuts: nothing left".into());
+    say(
+        t0,
+        "down --purge-data after the upgrades: nothing left".into(),
+    );
+}
+
+/// Adds a payload entry to the test recipe: a small checksum file of the
+/// mirror installed at `/usr/local/share/imgbuild-e2e-<marker>`,
+/// pinned inline. A real change of the image (one more file), so its digest
+/// changes and `up` re-bakes it.
+fn add_marker_to_recipe(lab: &UpLab, marker: &str) {
+    let recipe = lab.images.join("ubuntu-22.04-lxc.yaml");
+    // One mirror file per marker: `up` tells a fresh image by its
+    // artifacts' URLs and digests, so a second entry with a URL the recipe
+    // already has would not make the image stale.
+    let (file, base) = match marker {
+        "upgrade-1" => (
+            "minio.RELEASE.2025-10-15T17-29-55Z.sha256sum",
+            "https://dl.min.io/server/minio/release/linux-amd64/archive",
+        ),
+        _ => (
+            "spark-3.5.9-bin-hadoop3.tgz.sha512",
+            "https://archive.apache.org/dist/spark/spark-3.5.9",
+        ),
+    };
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        fs::read(lab.peers.mirror.join(file)).unwrap(),
+    ));
+    let mut text = fs::read_to_string(&recipe).unwrap();
+    text.push_str(&format!(
+        "  - name: {}\n    url: {base}/{file}\n    digest: sha256:{digest}\n    install: {{file: /usr/local/share/imgbuild-e2e-{marker}, mode: \"0644\"}}\n",
+        marker.replace('-', "_")
+    ));
+    fs::write(&recipe, text).unwrap();
+    // As a user would after editing a recipe: pin it (`up --locked` bakes
+    // only what the lock pins).
+    imgbuild_ok(
+        &lab.peers,
+        &[
+            "lock",
+            "--images",
+            lab.images.to_str().unwrap(),
+            "--mirror",
+            lab.peers.mirror.to_str().unwrap(),
+            "--trust-mirror-checksums",
+            "-q",
+        ],
+        Duration::from_secs(120),
+    );
+}
+
+/// The image digest `up` recorded in the guest's fingerprint is not
+/// exposed; the image file's own digest stands for it.
+fn image_sha(lab: &UpLab) -> String {
+    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        fs::read(lab.dist.join("ubuntu-22.04-lxc.tar.zst")).unwrap(),
+    ))
+}
+
+fn upgrades_keep_data(lab: &UpLab, rootfs: &Path, t0: Instant) {
+    let ns = Netns::existing(&lab.netns_name());
+    let addr = format!("{ADDR}:9000");
+    let put = |bucket: &str, key: &str, body: &str| {
+        s3_put(
+            Some(&ns),
+            &addr,
+            &lab.lab.s3_user,
+            &lab.lab.s3_password,
+            bucket,
+            key,
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let get = |bucket: &str, key: &str| {
+        s3_get(
+            Some(&ns),
+            &addr,
+            &lab.lab.s3_user,
+            &lab.lab.s3_password,
+            bucket,
+            key,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let big: String = (0..8192)
+        .map(|i| format!("line {i:05} of an object kept by upgrades\n"))
+        .collect();
+    let mut objects: Vec<(&str, String, String)> = vec![
+        (
+            BUCKETS[0],
+            "upgrade/small.txt".into(),
+            format!("put before the upgrade, run {}\n", std::process::id()),
+        ),
+        (BUCKETS[1], "upgrade/big.txt".into(), big),
+    ];
+    for (b, k, body) in &objects {
+        put(b, k, body);
+    }
+    let volume = lab.labdir.dir.join("data").join(GUEST).join("volume");
+    let st = lab.status();
+    assert_eq!(
+        row(&st, GUEST)["data_volume"],
+        volume.to_str().unwrap(),
+        "status names the data volume"
+    );
+    assert!(
+        volume.join(BUCKETS[0]).join("upgrade").exists(),
+        "the object is not on the volume {}",
+        volume.display()
+    );
+    // Under the mount point, in the root itself, the data dir stays empty.
+    let under = rootfs.join("var/lib/minio");
+    assert_eq!(
+        fs::read_dir(&under).map(|d| d.count()).unwrap_or(0),
+        0,
+        "data was written into the root's {} instead of the volume",
+        under.display()
+    );
+    let in_old_root = rootfs.join("root/written-before-the-upgrade");
+    fs::write(&in_old_root, b"the old root").unwrap();
+
+    // A normal upgrade.
+    let sha0 = image_sha(lab);
+    add_marker_to_recipe(lab, "upgrade-1");
+    let t = Instant::now();
+    let o = lab.run(&mut lab.up_cmd(), UP, "imgbuild up (upgrade)");
+    assert!(o.ok(), "up (upgrade) failed:\n{}", tail(&o.stderr, 60));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(row(&rows, GUEST)["action"], "created", "{rows:?}");
+    assert_eq!(row(&rows, GUEST)["state"], "ready", "{rows:?}");
+    assert!(
+        o.stderr.contains("upgrade, data kept"),
+        "up does not say the data is kept:\n{}",
+        tail(&o.stderr, 30)
+    );
+    assert_ne!(image_sha(lab), sha0, "the image did not change");
+    assert!(
+        rootfs
+            .join("usr/local/share/imgbuild-e2e-upgrade-1")
+            .is_file(),
+        "the new image's file is not in the root"
+    );
+    assert!(!in_old_root.exists(), "the root was not replaced");
+    agent_ready(rootfs);
+    for (b, k, body) in &objects {
+        assert!(get(b, k) == *body, "{b}/{k} changed across the upgrade");
+    }
+    say(
+        t0,
+        format!(
+            "upgrade (re-bake + recreate + ready) in {:.1} s; {} objects read back through S3",
+            t.elapsed().as_secs_f64(),
+            objects.len()
+        ),
+    );
+
+    // A second upgrade, cut during its first boot after one more object.
+    add_marker_to_recipe(lab, "upgrade-2");
+    objects.push((
+        BUCKETS[0],
+        "upgrade/during-first-boot.txt".into(),
+        "put during the upgraded guest's first boot\n".into(),
+    ));
+    let during = objects.last().unwrap().clone();
+    let t = Instant::now();
+    let (at, after) = cut_first_boot(lab, rootfs, &CUTS[2], || {
+        put(during.0, &during.1, &during.2)
+    });
+    say(
+        t0,
+        format!(
+            "second upgrade cut at `{}` (seen {}; status.json after: {}) after {:.1} s",
+            CUTS[2].name,
+            position(&at),
+            position(&after),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+    assert!(rootfs
+        .join("usr/local/share/imgbuild-e2e-upgrade-2")
+        .is_file());
+    let t = Instant::now();
+    let rows = lab.up(UP);
+    assert_eq!(row(&rows, GUEST)["action"], "restarted", "{rows:?}");
+    assert_eq!(row(&rows, GUEST)["state"], "ready", "{rows:?}");
+    let status = agent_ready(rootfs);
+    assert!(status.steps.iter().all(|s| s.state == StepState::Done));
+    for (b, k, body) in &objects {
+        assert!(get(b, k) == *body, "{b}/{k} changed across the cut upgrade");
+    }
+    say(
+        t0,
+        format!(
+            "up after the cut upgrade: ready in {:.1} s, all {} objects intact",
+            t.elapsed().as_secs_f64(),
+            objects.len()
+        ),
+    );
+
+    // down keeps the volume; up mounts it again.
+    let o = lab.down_keep_data();
+    assert!(
+        o.stderr.contains("kept lab1's data volume"),
+        "down does not say it kept the data:\n{}",
+        o.stderr
+    );
+    assert!(volume.join(BUCKETS[0]).join("upgrade").exists());
+    assert!(!lab.guest_dir(GUEST).exists() && !lab.labdir.state_file().exists());
+    let t = Instant::now();
+    let rows = lab.up(UP);
+    assert_eq!(row(&rows, GUEST)["action"], "created", "{rows:?}");
+    let (b, k, body) = &objects[1];
+    assert!(get(b, k) == *body, "{b}/{k} lost across down and up");
+    say(
+        t0,
+        format!(
+            "down kept the volume; up after it: ready in {:.1} s with the objects",
+            t.elapsed().as_secs_f64()
+        ),
+    );
 }
 
 /// A point during first boot where the power is cut.
@@ -448,83 +680,20 @@ fn power_cuts(lab: &UpLab, rootfs: &Path, reference: &AgentState, t0: Instant) {
     let body = format!("put before a power cut, run {}\n", std::process::id());
     let ns = Netns::existing(&lab.netns_name());
     for (i, cut) in CUTS.iter().enumerate() {
-        // `up` in the background: it waits for readiness while we cut.
-        let mut up = lab
-            .up_cmd()
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting imgbuild up");
-        let started = std::time::SystemTime::now();
-        let mut cached_leader = None;
-        let at = e2e::poll(
-            cut.name,
-            Duration::from_secs(600),
-            Duration::from_millis(2),
-            |why| {
-                if let Ok(Some(st)) = up.try_wait() {
-                    return Err(format!("up exited ({st}) before the cut"));
-                }
-                let p = rootfs.join("var/lib/imgbuild/status.json");
-                let fresh = fs::metadata(&p)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m >= started);
-                if !fresh {
-                    *why = "no status.json from this boot yet".into();
-                    return Ok(None);
-                }
-                if cached_leader.is_none() {
-                    cached_leader = leader(lab);
-                }
-                let Ok(s) = serde_json::from_slice::<Status>(&fs::read(&p).unwrap_or_default())
-                else {
-                    return Ok(None);
-                };
-                if s.state == State::Failed {
-                    return Err(format!("firstboot failed at {:?}", s.failed_step));
-                }
-                *why = position(&s);
-                Ok((cut.reached)(&s).then_some(s))
-            },
-        )
-        .unwrap_or_else(|e| panic!("cut {i}: {e}"));
-        if cut.put_before {
-            s3_put(
-                Some(&ns),
-                &format!("{ADDR}:9000"),
-                &lab.lab.s3_user,
-                &lab.lab.s3_password,
-                BUCKETS[0],
-                key,
-                body.as_bytes(),
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        }
-        let pid = cached_leader
-            .or_else(|| leader(lab))
-            .expect("the container's init");
-        let _ = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
-        let o = up.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            !o.status.success(),
-            "up succeeded although its guest was killed:\n{stderr}"
-        );
-        assert!(
-            stderr.contains(&format!("{GUEST}: gone"))
-                || stderr.contains(&format!("{GUEST} (stopped)")),
-            "up does not name the killed guest:\n{}",
-            tail(&stderr, 20)
-        );
-        let after = agent_status(rootfs);
-        assert_eq!(
-            after.state,
-            State::Running,
-            "the cut at `{}` came too late",
-            cut.name
-        );
+        let (at, after) = cut_first_boot(lab, rootfs, cut, || {
+            if cut.put_before {
+                s3_put(
+                    Some(&ns),
+                    &format!("{ADDR}:9000"),
+                    &lab.lab.s3_user,
+                    &lab.lab.s3_password,
+                    BUCKETS[0],
+                    key,
+                    body.as_bytes(),
+                )
+                .unwrap_or_else(|e| panic!("{e}"))
+            }
+        });
         let st = lab.status();
         assert_eq!(
             row(&st, GUEST)["state"],
@@ -584,6 +753,147 @@ fn power_cuts(lab: &UpLab, rootfs: &Path, reference: &AgentState, t0: Instant) {
     say(
         t0,
         "power-cut run converged: same agent files and accounts, object kept, verify passes".into(),
+    );
+}
+
+/// Runs `up` in the background and kills the container's init (a power
+/// cut) once its first boot reaches `cut`, calling `before_cut` right
+/// before. `up` must fail naming the guest, and the agent must not have
+/// finished. Returns the agent's status seen at the cut and after it.
+fn cut_first_boot(
+    lab: &UpLab,
+    rootfs: &Path,
+    cut: &Cut,
+    before_cut: impl FnOnce(),
+) -> (Status, Status) {
+    // `up` in the background: it waits for readiness while we cut.
+    let mut up = lab
+        .up_cmd()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting imgbuild up");
+    let started = std::time::SystemTime::now();
+    let mut cached_leader = None;
+    let at = e2e::poll(
+        cut.name,
+        Duration::from_secs(600),
+        Duration::from_millis(2),
+        |why| {
+            if let Ok(Some(st)) = up.try_wait() {
+                return Err(format!("up exited ({st}) before the cut"));
+            }
+            let p = rootfs.join("var/lib/imgbuild/status.json");
+            let fresh = fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m >= started);
+            if !fresh {
+                *why = "no status.json from this boot yet".into();
+                return Ok(None);
+            }
+            if cached_leader.is_none() {
+                cached_leader = leader(lab);
+            }
+            let Ok(s) = serde_json::from_slice::<Status>(&fs::read(&p).unwrap_or_default()) else {
+                return Ok(None);
+            };
+            if s.state == State::Failed {
+                return Err(format!("firstboot failed at {:?}", s.failed_step));
+            }
+            *why = position(&s);
+            Ok((cut.reached)(&s).then_some(s))
+        },
+    )
+    .unwrap_or_else(|e| panic!("cut at `{}`: {e}", cut.name));
+    before_cut();
+    let pid = cached_leader
+        .or_else(|| leader(lab))
+        .expect("the container's init");
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let o = up.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "up succeeded although its guest was killed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{GUEST}: gone"))
+            || stderr.contains(&format!("{GUEST} (stopped)")),
+        "up does not name the killed guest:\n{}",
+        tail(&stderr, 20)
+    );
+    let after = agent_status(rootfs);
+    assert_eq!(
+        after.state,
+        State::Running,
+        "the cut at `{}` came too late",
+        cut.name
+    );
+    (at, after)
+}
+
+/// Issue 10 item 5: apt's timers are enabled and waiting, and apt itself
+/// reads the agent's configuration as meant: periodic upgrades on, only
+/// security origins (the package's list cleared), no automatic reboot.
+fn security_updates_checks(lab: &UpLab, t0: Instant) {
+    let ssh = |cmd: &str| {
+        let o = lab.run(
+            lab.cmd("ssh").args([GUEST, cmd]),
+            Duration::from_secs(60),
+            &format!("imgbuild ssh {GUEST} {cmd}"),
+        );
+        assert!(o.ok(), "{cmd}: {}\n{}", o.stdout, o.stderr);
+        o.stdout
+    };
+    let timers = ssh(
+        "systemctl is-enabled apt-daily.timer apt-daily-upgrade.timer; systemctl is-active apt-daily.timer apt-daily-upgrade.timer",
+    );
+    assert_eq!(
+        timers.split_whitespace().collect::<Vec<_>>(),
+        ["enabled", "enabled", "active", "active"],
+        "apt's timers: {timers}"
+    );
+    let dump = ssh("apt-config dump");
+    let values: Vec<&str> = dump
+        .lines()
+        .filter(|l| {
+            l.starts_with("APT::Periodic::")
+                || l.starts_with("Unattended-Upgrade::Allowed-Origins")
+                || l.starts_with("Unattended-Upgrade::Origins-Pattern")
+                || l.starts_with("Unattended-Upgrade::Automatic-Reboot")
+        })
+        .collect();
+    for want in [
+        "APT::Periodic::Update-Package-Lists \"1\";",
+        "APT::Periodic::Unattended-Upgrade \"1\";",
+        "Unattended-Upgrade::Automatic-Reboot \"false\";",
+    ] {
+        assert!(
+            values.contains(&want),
+            "apt-config lacks {want}: {values:#?}"
+        );
+    }
+    let origins: Vec<&&str> = values
+        .iter()
+        .filter(|l| {
+            l.starts_with("Unattended-Upgrade::Allowed-Origins:: ")
+                || l.starts_with("Unattended-Upgrade::Origins-Pattern:: ")
+        })
+        .collect();
+    assert!(
+        origins.len() == 3 && origins.iter().all(|l| l.contains("-security\"")),
+        "unattended-upgrades' origins are not the security pockets only: {values:#?}"
+    );
+    let installed = ssh("test -x /usr/bin/unattended-upgrade && echo yes || echo no");
+    say(
+        t0,
+        format!(
+            "security updates: apt-daily{{,-upgrade}}.timer enabled and active; apt reads {} security origins, no automatic reboot; unattended-upgrades installed in the test base: {}",
+            origins.len(),
+            installed.trim()
+        ),
     );
 }
 

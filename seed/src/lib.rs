@@ -20,6 +20,7 @@ mod parse;
 pub mod paths;
 pub mod status;
 pub mod types;
+pub mod updates;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -128,6 +129,10 @@ pub struct Seed {
     /// The services this guest runs.
     #[serde(default)]
     pub roles: Roles,
+    /// Unattended security updates (the common role); the defaults are
+    /// left out of the canonical form.
+    #[serde(default, skip_serializing_if = "updates::Updates::is_default")]
+    pub updates: updates::Updates,
 }
 
 fn own_host_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Hostname, D::Error> {

@@ -30,6 +30,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # write nothing outside the state directory
 
 from standin import cluster as cl  # noqa: E402
+from standin import backups as bk  # noqa: E402
 from standin import guests as gu  # noqa: E402
 from standin import handoff  # noqa: E402
 from standin import schema  # noqa: E402
@@ -88,6 +89,7 @@ def build_routes():
         "POST /nodes/{node}/qemu/{vmid}/config": (lambda c, p, u, i, f: gu.h_config_post(c, p, u, i, f), "task"),
         "POST /nodes/{node}/lxc/{vmid}/move_volume": (lambda c, p, u, i, f: gu.h_move_volume(c, p, u, f), "task"),
         "POST /nodes/{node}/qemu/{vmid}/move_disk": (lambda c, p, u, i, f: gu.h_move_disk(c, p, u, f), "task"),
+        "POST /nodes/{node}/vzdump": (lambda c, p, u, i, f: bk.h_vzdump(c, p, u, f), "task"),
     }
     for kind in ("qemu", "lxc"):
         b = "/nodes/{node}/%s/{vmid}" % kind

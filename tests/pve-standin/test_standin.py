@@ -23,7 +23,7 @@ ALL_PRIVS = ["VM.Allocate", "VM.Audit", "VM.Config.Disk", "VM.Config.CPU", "VM.C
              "VM.Config.Network", "VM.Config.Options", "VM.Config.Cloudinit", "VM.Config.CDROM",
              "VM.Config.HWType", "VM.PowerMgmt", "VM.Snapshot", "Datastore.Allocate",
              "Datastore.AllocateSpace", "Datastore.AllocateTemplate", "Datastore.Audit", "SDN.Use",
-             "Sys.Audit", "Sys.Modify"]
+             "Sys.Audit", "Sys.Modify", "VM.Backup"]
 
 
 def config(version="8.4.1"):
@@ -402,6 +402,72 @@ class StandInTest(unittest.TestCase):
         self.assertEqual(self.s.ok("GET", "/nodes/pve/qemu/194/config")["unused0"], "local-lvm:vm-194-disk-0")
         self.s.ok("PUT", "/nodes/pve/qemu/194/config", *enc(delete="unused0"))
         self.assertNotIn("local-lvm:vm-194-disk-0", self.s.control("GET", "state")["volumes"]["pve"]["local-lvm"])
+
+    def test_vzdump_and_restore(self):
+        """Backups as vzdump volumes; restores over the guest (force) and from nothing."""
+        s = self.s
+        s.wait(s.ok("POST", "/nodes/pve/qemu", *enc(vmid="181", cores="2", scsi0="local-lvm:3",
+                                                     scsi1="local-lvm:2,serial=imgbuild-data",
+                                                     scsi2="local-lvm:1,backup=0")))
+        tmpl = os.path.join(self.tmp, "backup-test_1.0_amd64.tar.zst")
+        with open(tmpl, "wb") as f:
+            f.write(b"\x28\xb5\x2f\xfd" + os.urandom(100))
+        s.wait(self.upload("vztmpl", tmpl)[1]["data"])
+        s.wait(s.ok("POST", "/nodes/pve/lxc", *enc(vmid="281", ostemplate="local:vztmpl/backup-test_1.0_amd64.tar.zst",
+                                                   rootfs="local-lvm:4", mp0="local-lvm:2,mp=/var/lib/minio,backup=1",
+                                                   mp1="local-lvm:1,mp=/scratch", hostname="ct281", cores="1")))
+        # not onto a storage without backup content
+        st, body, _ = s.curl("POST", "/nodes/pve/vzdump", *enc(vmid="181", storage="local-lvm"))
+        self.assertEqual(st, 500, body)
+        self.assertIn("wrong content type", body["message"])
+        upid = s.ok("POST", "/nodes/pve/vzdump", *enc(**{"vmid": "181,281", "storage": "local", "mode": "snapshot",
+                                                         "compress": "zstd", "notes-template": "{{guestname}} {{vmid}}"}))
+        self.assertEqual(UPID_RE.match(upid).group(1), "vzdump")
+        self.assertEqual(s.wait(upid)["exitstatus"], "OK")
+        backups = s.ok("GET", "/nodes/pve/storage/local/content", "-G", "-d", "content=backup", "-d", "vmid=281")
+        self.assertEqual(len(backups), 1, backups)
+        b = backups[0]
+        self.assertRegex(b["volid"], r"^local:backup/vzdump-lxc-281-\d{4}_\d\d_\d\d-\d\d_\d\d_\d\d\.tar\.zst$")
+        self.assertEqual((b["format"], b["subtype"], b["vmid"], b["notes"]), ("tar.zst", "lxc", 281, "ct281 281"))
+        vm_backup = s.ok("GET", "/nodes/pve/storage/local/content", "-G", "-d", "content=backup", "-d", "vmid=181")[0]
+        self.assertTrue(vm_backup["volid"].endswith(".vma.zst"), vm_backup)
+        # the wrong kind of archive, an existing guest without force, a running guest
+        st, body, _ = s.curl("POST", "/nodes/pve/qemu", *enc(vmid="181", archive=b["volid"], force="1"))
+        self.assertEqual(st, 500, body)
+        st, body, _ = s.curl("POST", "/nodes/pve/lxc", *enc(vmid="281", ostemplate=b["volid"], restore="1"))
+        self.assertEqual(st, 500, body)
+        self.assertIn("already exists", body["message"])
+        s.wait(s.ok("POST", "/nodes/pve/lxc/281/status/start"))
+        st, body, _ = s.curl("POST", "/nodes/pve/lxc", *enc(vmid="281", ostemplate=b["volid"], restore="1", force="1"))
+        self.assertEqual((st, body["message"]), (500, "can't overwrite running container\n"))
+        s.wait(s.ok("POST", "/nodes/pve/lxc/281/status/stop"))
+        # changed since the backup: restore brings the backup's configuration back
+        s.ok("PUT", "/nodes/pve/lxc/281/config", *enc(cores="3"))
+        upid = s.ok("POST", "/nodes/pve/lxc", *enc(vmid="281", ostemplate=b["volid"], restore="1", force="1",
+                                                   storage="local-lvm"))
+        self.assertEqual(UPID_RE.match(upid).group(1), "vzrestore")
+        self.assertEqual(s.wait(upid)["exitstatus"], "OK")
+        conf = s.ok("GET", "/nodes/pve/lxc/281/config")
+        self.assertEqual(conf["cores"], 1)
+        self.assertEqual(conf["mp0"], "%s,mp=/var/lib/minio,backup=1,size=2G" % conf["mp0"].split(",")[0])
+        vols = s.control("GET", "state")["volumes"]["pve"]["local-lvm"]
+        mine = sorted(v for v, r in vols.items() if r.get("vmid") == 281)
+        self.assertEqual(mine, sorted(conf[k].split(",")[0] for k in ("rootfs", "mp0", "mp1")),
+                         "the old volumes were freed, the archive's recreated")
+        self.assertEqual(vols[conf["rootfs"].split(",")[0]]["restored_from"], b["volid"])
+        mp0 = vols[conf["mp0"].split(",")[0]]
+        self.assertEqual((mp0["restored_from"], mp0["size"]), (b["volid"], 2 << 30))
+        self.assertNotIn("restored_from", vols[conf["mp1"].split(",")[0]], "mp1 (backup=0) comes back empty")
+        # a VM from nothing: its backed-up disks only (scsi2 had backup=0)
+        s.wait(s.ok("DELETE", "/nodes/pve/qemu/181?purge=1"))
+        st = s.wait(s.ok("POST", "/nodes/pve/qemu", *enc(vmid="181", archive=vm_backup["volid"], force="1")))
+        self.assertEqual(st["exitstatus"], "OK")
+        conf = s.ok("GET", "/nodes/pve/qemu/181/config")
+        self.assertEqual((conf["cores"], "scsi2" in conf), (2, False))
+        self.assertIn("serial=imgbuild-data", conf["scsi1"])
+        # a weak token may not read the archive
+        st, body, _ = s.curl("POST", "/nodes/pve/qemu", *enc(vmid="182", archive=vm_backup["volid"]), token=WEAK)
+        self.assertEqual(st, 403, body)
 
     def test_fault_500_and_drop_before_do_nothing(self):
         self.s.control("PUT", "faults", {"rate": 1.0, "seed": 3, "kinds": ["500"]})

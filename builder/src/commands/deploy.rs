@@ -123,8 +123,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         let media: Vec<_> = cluster.volumes.clone();
         let mut plan = plan::diff(&topo.name, &want, &cluster.guests, &media);
+        proxmox::prechange::annotate(&mut plan, &topo, &cluster);
         if args.no_snapshot {
-            plan.guests.iter_mut().for_each(|g| g.snapshot = None);
+            plan.guests.iter_mut().for_each(|g| {
+                g.snapshot = None;
+                g.backup_first = None;
+            });
         }
         plan.backup = job_plan;
         let data_state = volumes::read_state(&api, &topo, &cluster.guests)

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod logs;
 pub mod plan;
 pub mod pve_guest;
+pub mod restore;
 pub mod rollback;
 pub mod seed;
 pub mod snapshot;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(args) => snapshot::run(args),
         Command::Snapshots(args) => snapshots::run(args),
         Command::Rollback(args) => rollback::run(args),
+        Command::Restore(args) => restore::run(args),
         Command::Up(args) => up::run(args, &cache),
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),

@@ -63,6 +63,8 @@ pub struct Lab {
     pub backup: Option<super::backup::Backup>,
     /// Node exporters and who may scrape them (`metrics:`), if any.
     pub metrics: Option<super::metrics::Metrics>,
+    /// Unattended security updates on every guest (`updates:`; default on, no reboot).
+    pub updates: super::updates::Updates,
     /// Where each field was written (dotted field path -> line/column), for diagnostics.
     pub spans: Spans,
 }

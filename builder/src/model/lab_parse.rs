@@ -57,7 +57,9 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
     let base = base_dir(path);
     let top = ctx.map(
         Field::root(root),
-        &["proxmox", "network", "ssh", "guests", "backup", "metrics"],
+        &[
+            "proxmox", "network", "ssh", "guests", "backup", "metrics", "updates",
+        ],
     )?;
     let proxmox = top
         .req(ctx, "proxmox", "the Proxmox endpoint, token, TLS and nodes")
@@ -79,6 +81,10 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         Some(f) => super::metrics::parse(ctx, f).map(Some),
         None => Some(None),
     };
+    let updates = match top.opt("updates") {
+        Some(f) => super::updates::parse(ctx, f),
+        None => Some(super::updates::Updates::default()),
+    };
     let (proxmox, guests, mut metrics) = (proxmox?, guests?, metrics?);
     let mut guests = place_guests(ctx, &proxmox, guests);
     if let Some(m) = &mut metrics {
@@ -96,6 +102,7 @@ fn convert(ctx: &mut Ctx, root: &marked_yaml::Node, path: &Path) -> Option<Lab> 
         guests: guests.into_iter().collect::<Option<Vec<_>>>()?,
         backup: backup?,
         metrics,
+        updates: updates?,
         spans: ctx.spans.clone(),
     })
 }

@@ -17,6 +17,7 @@ mod paths;
 pub mod recipe;
 mod roles_parse;
 pub mod types;
+pub mod updates;
 pub mod volume;
 pub mod yaml;
 

@@ -143,8 +143,20 @@ impl UpLab {
         }
     }
 
-    /// `imgbuild down`, which must succeed.
+    /// `imgbuild down --purge-data` (nothing of the lab left, data volumes
+    /// included), which must succeed.
     pub fn down(&self) -> Output {
+        let o = self.run(
+            self.cmd("down").arg("--purge-data"),
+            Duration::from_secs(180),
+            "imgbuild down --purge-data",
+        );
+        assert!(o.ok(), "imgbuild down --purge-data failed:\n{}", o.stderr);
+        o
+    }
+
+    /// `imgbuild down` (the data volumes stay), which must succeed.
+    pub fn down_keep_data(&self) -> Output {
         let o = self.run(
             &mut self.cmd("down"),
             Duration::from_secs(180),
@@ -237,7 +249,7 @@ impl Drop for UpLab {
             }
         }
         let _ = run_timeout(
-            &mut self.cmd("down"),
+            self.cmd("down").arg("--purge-data"),
             None,
             Duration::from_secs(180),
             "imgbuild down",

@@ -54,9 +54,11 @@ fn applies_then_second_run_changes_nothing() {
         sd2.calls,
         vec![
             "hostname box",
-            "enable nftables.service,ssh.service",
+            "enable nftables.service,ssh.service,apt-daily.timer,apt-daily-upgrade.timer",
             "start nftables.service",
-            "start ssh.service"
+            "start ssh.service",
+            "start apt-daily.timer",
+            "start apt-daily-upgrade.timer"
         ]
     );
 }

@@ -1,5 +1,6 @@
 //! The common role: host name, /etc/hosts peers, time zone, SSH hardening and
-//! root's keys, and an nftables firewall allowing exactly the seed's ports.
+//! root's keys, an nftables firewall allowing exactly the seed's ports, and
+//! unattended security updates ([`super::updates`]).
 
 use super::HEADER;
 use crate::plan::Plan;
@@ -53,6 +54,8 @@ pub fn plan(seed: &Seed, current_hosts: &str, plan: &mut Plan) {
     );
     plan.unit("nftables.service", Duration::from_secs(60));
     plan.unit("ssh.service", Duration::from_secs(60));
+
+    super::updates::plan(seed, plan);
 }
 
 /// /etc/hosts with imgbuild's block first (first match wins in glibc), so the

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod minio;
 pub mod monitoring;
 pub mod spark;
+pub mod updates;
 
 /// First line of every file the agent writes.
 pub const HEADER: &str =

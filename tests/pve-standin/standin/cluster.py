@@ -264,6 +264,8 @@ class Cluster:
             vtype = "import"
         elif re.fullmatch(r"(?:\d+/)?(?:vm|base|subvol)-\d+-[^/]+", volname):
             vtype = "images"
+        elif re.fullmatch(r"backup/[^/]+", volname):
+            vtype = "backup"
         if vtype is None:
             kind = "directory" if scfg["type"] == "dir" else scfg["type"]
             raise die("unable to parse %s volume name '%s'\n" % (kind, volname))
@@ -488,6 +490,9 @@ def _vol_entry(sid, volname, v):
          "size": v["size"], "ctime": v["ctime"]}
     if v.get("vmid"):
         e["vmid"] = v["vmid"]
+    for k in ("subtype", "notes"):
+        if v.get(k):
+            e[k] = v[k]
     return e
 
 

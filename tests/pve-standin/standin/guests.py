@@ -11,7 +11,7 @@ import time
 import urllib.parse
 import uuid
 
-from . import handoff, schema
+from . import backups, handoff, schema
 from .cluster import ApiError, TaskError, die, param_exc, perm_exc, _node_online
 
 DRIVE_RE = re.compile(r"(ide\d+|sata\d+|scsi\d+|virtio\d+|efidisk0|tpmstate0)")
@@ -292,13 +292,14 @@ def h_qemu_create(c, p, user, info, fault):
     node = p.pop("node")
     vmid = int(p.pop("vmid"))
     _node_online(c, node)
+    if p.get("archive"):
+        p.update(node=node, vmid=str(vmid))
+        return backups.h_restore(c, p, user, info, fault, "qemu")
     start = p.pop("start", None) == "1"
     default_storage = p.pop("storage", None)
     pool = p.pop("pool", None)
     for k in ("force", "unique", "bwlimit", "live-restore", "ha-managed", "import-working-storage"):
         p.pop(k, None)
-    if p.pop("archive", None):
-        raise die("the stand-in does not implement restores\n")
     if p.get("sshkeys") is not None:
         keys = urllib.parse.unquote(p["sshkeys"])
         _validate_ssh_keys(keys)
@@ -465,6 +466,9 @@ def h_lxc_create(c, p, user, info, fault):
     node = p.pop("node")
     vmid = int(p.pop("vmid"))
     _node_online(c, node)
+    if p.get("restore") == "1":
+        p.update(node=node, vmid=str(vmid))
+        return backups.h_restore(c, p, user, info, fault, "lxc")
     start = p.pop("start", None) == "1"
     for k in ("force", "unique", "bwlimit", "ignore-unpack-errors", "restore", "pool"):
         p.pop(k, None)
@@ -882,6 +886,8 @@ def h_snapshot_create(c, p, user, kind, fault):
     def work(task):
         if name in g.snapshots:
             raise TaskError("snapshot name '%s' already used\n" % name)
+        if not _can_snapshot(c, g):
+            raise TaskError("snapshot feature is not available\n")
         conf = {k: v for k, v in g.config.items() if k not in ("parent", "lock")}
         s = {"config": conf, "snaptime": int(time.time()), "description": p.get("description", "")}
         if g.config.get("parent"):
@@ -891,6 +897,20 @@ def h_snapshot_create(c, p, user, kind, fault):
         task.log.append("snapshot '%s' created" % name)
     return c.start_task(g.node, "qmsnapshot" if kind == "qemu" else "vzsnapshot", str(g.vmid), user,
                         work, fail=fault, busy_key=g.vmid)
+
+
+def _can_snapshot(c, g):
+    """has_feature('snapshot'): every volume's storage can snapshot it
+    (LVM-thin, ZFS, RBD, btrfs; qcow2 files on directory-like storages)."""
+    for _, volid, _ in g.disks():
+        storeid, volname, _ = c.parse_volname(volid)
+        t = c.storage_cfg(storeid)["type"]
+        if t in ("lvmthin", "zfspool", "rbd", "btrfs"):
+            continue
+        if t in ("dir", "nfs", "cifs", "glusterfs", "cephfs") and volname.endswith(".qcow2"):
+            continue
+        return False
+    return True
 
 
 def h_snapshot_delete(c, p, user, kind, fault):

@@ -27,6 +27,8 @@ pub struct Desired<'a> {
     pub instance_id: String,
     pub memory_mib: u64,
     pub mac: String,
+    /// Its data volume on this machine (kept when the guest is recreated).
+    pub data: Option<super::data::LocalVolume>,
 }
 
 impl Desired<'_> {
@@ -36,7 +38,7 @@ impl Desired<'_> {
         let g = self.guest;
         let net = &self.lab.network;
         let text = format!(
-            "kind={} vmid={} image={} seed={} cores={} memory={} disk={} address={} mac={} net={}/{}/{:?}",
+            "kind={} vmid={} image={} seed={} cores={} memory={} disk={} address={} mac={} net={}/{}/{:?} data={:?}",
             g.kind.as_str(),
             g.vmid.get(),
             self.image.sha256,
@@ -48,7 +50,8 @@ impl Desired<'_> {
             self.mac,
             net.cidr,
             net.gateway,
-            net.dns
+            net.dns,
+            self.data.as_ref().map(|v| &v.mount)
         );
         hex::encode(Sha256::digest(text.as_bytes()))
     }
@@ -88,6 +91,9 @@ pub fn create_and_start(
     let dir = labdir.guest_dir(name);
     remove_dir(&dir)?;
     private_dir(&dir)?;
+    if let Some(v) = &d.data {
+        super::data::ensure(v)?;
+    }
     match d.guest.kind {
         GuestKind::Lxc => {
             // Proxmox's way: a personalized copy of the template (seed inside),
@@ -159,12 +165,20 @@ pub fn start(
             let veth = net::veth_name(vmid);
             netns.remove_link(&veth);
             let machine = labdir.machine(vmid);
+            // Like Proxmox with a missing `mp0` volume: no start, rather
+            // than an object store writing into its root.
+            if let Some(v) = d.data.as_ref().filter(|v| !v.host.is_dir()) {
+                anyhow::bail!(
+                    "{name}'s data volume {} is missing; it is created only with the guest (`imgbuild down --purge-data`, then `up`, starts the lab afresh)",
+                    v.host.display()
+                );
+            }
             let spec = CtSpec {
                 machine: machine.clone(),
                 rootfs: rootfs(&dir),
                 veth: veth.clone(),
                 console_log: console_log(&dir),
-                binds: Vec::new(),
+                binds: d.data.iter().map(super::data::nspawn_bind).collect(),
             };
             let mut child = container::start(netns, &spec)?;
             let pid = child.id();

@@ -12,8 +12,10 @@
 //! - [`net`], [`container`], [`vm`], [`forward`]: the machinery.
 //! - [`guest`]: create, start, stop one guest.
 //! - [`pve`]: a Proxmox guest config run here (`imgbuild pve-guest`).
+//! - [`data`]: data volumes outside the guests, kept by upgrades and `down`.
 
 pub mod container;
+pub mod data;
 pub mod forward;
 pub mod guest;
 pub mod host;
@@ -102,6 +104,9 @@ pub struct GuestRow {
     pub missing: Vec<String>,
     /// The guest's web UIs on 127.0.0.1.
     pub urls: Vec<UiUrl>,
+    /// Its data volume on this machine (kept by upgrades and `down`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_volume: Option<PathBuf>,
 }
 
 /// A forwarded web UI.
@@ -178,6 +183,12 @@ pub fn up(
         }
         guest::remove_dir(&labdir.guest_dir(&n))?;
         labdir.save(&state)?;
+        if let Some((_, v)) = data::kept(&labdir).into_iter().find(|(g, _)| *g == n) {
+            say(format!(
+                "{n}: its data volume stays in {} (`imgbuild down --purge-data` removes it)",
+                v.display()
+            ));
+        }
     }
 
     let mut actions = BTreeMap::new();
@@ -202,6 +213,7 @@ pub fn up(
             instance_id: seed.instance_id(),
             memory_mib,
             mac: crate::resolve::mac_for(&labdir.id, name),
+            data: data::for_guest(&labdir, g),
         };
         let fp = desired.fingerprint();
         let prev = state.guests.get(name).cloned();
@@ -241,8 +253,17 @@ pub fn up(
             Action::Created => {
                 say(match &prev {
                     Some(_) => format!(
-                        "{name}: its seed, image or resources changed; recreating it from {}",
-                        image.path.display()
+                        "{name}: its seed, image or resources changed; recreating it from {}{}",
+                        image.path.display(),
+                        match &desired.data {
+                            Some(v) if v.host.is_dir() => format!(
+                                " (upgrade, data kept: its data volume {} stays mounted at {})",
+                                v.host.display(),
+                                v.mount
+                            ),
+                            _ if data::on_system_disk(g) => " (its data is on its system disk here and starts empty: VMs get no separate data volume on the local target)".into(),
+                            _ => String::new(),
+                        }
                     ),
                     None => format!("{name}: creating it from {}", image.path.display()),
                 });
@@ -433,6 +454,7 @@ fn rows(lab: &Lab, labdir: &LabDir, state: &State, outcome: &[GuestReadiness]) -
                         url: f.url(),
                     })
                     .collect(),
+                data_volume: data::for_guest(labdir, g).map(|v| v.host),
             }
         })
         .collect()
@@ -460,14 +482,18 @@ pub struct DownReport {
     pub processes: usize,
     pub netns: Option<String>,
     pub dir: Option<PathBuf>,
+    /// Data volumes left in place (guest, directory): `down` without
+    /// `purge_data`.
+    pub data_kept: Vec<(String, PathBuf)>,
 }
 
 /// Stops and removes everything `up` created for this lab: guests and the
 /// forwarder (and any other process left in the namespace), the namespace
 /// with its bridge, TAPs and veths, nspawn's runtime directories, and the
 /// lab's state directory with its disks, roots and logs. Nothing else.
-/// Idempotent.
-pub fn down(lab_path: &Path, state_root: &Path) -> Result<DownReport> {
+/// The guests' data volumes stay (the next `up` mounts them again) unless
+/// `purge_data`. Idempotent.
+pub fn down(lab_path: &Path, state_root: &Path, purge_data: bool) -> Result<DownReport> {
     let labdir = LabDir::new(state_root, lab_path)?;
     let mut report = DownReport::default();
     let state = labdir.load().ok().flatten().unwrap_or_default();
@@ -496,9 +522,37 @@ pub fn down(lab_path: &Path, state_root: &Path) -> Result<DownReport> {
         netns.delete()?;
         report.netns = Some(netns.name.clone());
     }
-    if labdir.dir.exists() {
-        guest::remove_dir(&labdir.dir)?;
-        report.dir = Some(labdir.dir.clone());
+    report.data_kept = if purge_data {
+        Vec::new()
+    } else {
+        data::kept(&labdir)
+    };
+    if report.data_kept.is_empty() {
+        if labdir.dir.exists() {
+            guest::remove_dir(&labdir.dir)?;
+            report.dir = Some(labdir.dir.clone());
+        }
+    } else {
+        // Everything but the data volumes.
+        let keep = data::root(&labdir);
+        let entries = std::fs::read_dir(&labdir.dir)
+            .with_context(|| format!("reading {}", labdir.dir.display()))?;
+        let mut removed = false;
+        for e in entries.flatten() {
+            let p = e.path();
+            if p == keep {
+                continue;
+            }
+            removed = true;
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                guest::remove_dir(&p)?;
+            } else {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+        if removed {
+            report.dir = Some(labdir.dir.clone());
+        }
     }
     Ok(report)
 }
@@ -553,6 +607,7 @@ mod tests {
                 instance_id: seed.instance_id(),
                 memory_mib: 1024,
                 mac: crate::resolve::mac_for("lab", name),
+                data: None,
             }
             .fingerprint()
         };

@@ -122,7 +122,11 @@ pub async fn apply(ctx: &Ctx<'_>, plan: &Plan, want: &[Desired]) -> Vec<Outcome>
                 (_, None) => Ok("unchanged".into()),
                 (action, Some(d)) => {
                     let snap = gp.snapshot.as_deref().filter(|_| ctx.opts.snapshot);
-                    guest_pipeline(ctx, action, d, snap).await
+                    let backup = gp.backup_first.as_ref().filter(|_| ctx.opts.snapshot);
+                    match backup_first(ctx, action, d, backup).await {
+                        Ok(()) => guest_pipeline(ctx, action, d, snap).await,
+                        Err(e) => Err(e),
+                    }
                 }
             };
             let (address, services) = match d {
@@ -198,6 +202,44 @@ fn services(d: &Desired) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// The plan's vzdump backup before an in-place change, where the guest's
+/// storages cannot snapshot; a failed or impossible one leaves it unchanged.
+async fn backup_first(
+    ctx: &Ctx<'_>,
+    action: &Action,
+    d: &Desired,
+    backup: Option<&super::prechange::BackupFirst>,
+) -> Result<()> {
+    let Some(b) = backup else {
+        return Ok(());
+    };
+    let name = &d.spec.name;
+    let Some(storage) = &b.storage else {
+        bail!("{b}; {name} was not changed");
+    };
+    ctx.check_stop()?;
+    let g = super::snapshot::GuestRef {
+        name: name.clone(),
+        node: d.spec.node.clone(),
+        kind: d.spec.kind,
+        vmid: d.spec.vmid,
+    };
+    say(
+        name,
+        format!("backing up to {storage} first ({})", b.because),
+    );
+    let why = format!("before deploy: {}", step_text(action));
+    super::prechange::backup(&ctx.api, &ctx.topo.name, &g, storage, &why)
+        .await
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}\nthe pre-change backup failed, so {name} was not changed (`imgbuild deploy --no-snapshot` changes it without one)"
+            )
+        })?;
+    say(name, format!("backup to {storage} taken"));
+    Ok(())
 }
 
 async fn guest_pipeline(

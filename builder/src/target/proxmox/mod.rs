@@ -12,6 +12,8 @@
 //! - [`backup`]: the lab's scheduled backup job (`/cluster/backup`)
 //! - [`volumes`]: data volumes kept across upgrades (parked on a holder guest)
 //! - [`snapshot`]: imgbuild's snapshots (pre-change, scheduled), pruning, rollback
+//! - [`restore`]: the guests' vzdump backups and restoring one
+//! - [`prechange`]: a snapshot before an in-place change, or a vzdump where there can be none
 
 pub mod api;
 pub mod apply;
@@ -19,7 +21,9 @@ pub mod backup;
 pub mod cluster;
 pub mod params;
 pub mod plan;
+pub mod prechange;
 pub mod preflight;
+pub mod restore;
 pub mod snapshot;
 pub mod state;
 pub mod task;

@@ -183,6 +183,10 @@ pub struct GuestPlan {
     /// What happens to its data volume (set by [`super::volumes::annotate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<super::volumes::DataStep>,
+    /// A vzdump backup instead of the snapshot, where the guest's storages
+    /// cannot snapshot (set by [`super::prechange::annotate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_first: Option<super::prechange::BackupFirst>,
 }
 
 /// Volumes of this lab on a storage, for seed-media leftovers and old images.
@@ -372,6 +376,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
             notes,
             snapshot,
             data: None,
+            backup_first: None,
         });
     }
     for r in actual {
@@ -385,6 +390,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                 notes: vec!["no longer in the lab file".into()],
                 snapshot: None,
                 data: None,
+                backup_first: None,
             });
         }
     }
@@ -447,6 +453,9 @@ impl Plan {
                     "      snapshot first: imgbuild-{label}-<UTC time> (rollback: imgbuild rollback {})",
                     g.guest
                 );
+            }
+            if let Some(b) = &g.backup_first {
+                let _ = writeln!(out, "      {}", b.to_string().replace("GUEST", &g.guest));
             }
             if let Some(d) = &g.data {
                 let _ = writeln!(out, "      {d}");

@@ -1,0 +1,174 @@
+//! Data volumes on the local target: the object store's data directory
+//! lives outside the guest's root or disk, so recreating the guest from a new
+//! image (an upgrade) keeps it, the way Proxmox keeps `mp0`/`scsi1`.
+//!
+//! A container's volume is a directory `<lab dir>/data/<guest>/volume`,
+//! bind-mounted by systemd-nspawn at the role's data directory: inside the
+//! container it is a mount point at the data directory, as Proxmox's `mp0`
+//! appears there. Unlike a Proxmox volume it has no size of its own (it
+//! shares the host file system). `up` never removes it: a guest that is
+//! recreated, or leaves the lab file, keeps it; `down` keeps it too, and only
+//! `down --purge-data` removes it.
+//!
+//! VMs get no separate volume locally yet: their data stays on the overlay
+//! and an upgrade recreates it (`up` says so).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::state::LabDir;
+use crate::model::lab::{Guest, GuestKind};
+
+/// A guest's data volume on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalVolume {
+    /// The host directory holding the data.
+    pub host: PathBuf,
+    /// Where the guest sees it (the object store's data directory).
+    pub mount: String,
+}
+
+/// Where all of a lab's data volumes live: `down` keeps this directory.
+pub fn root(labdir: &LabDir) -> PathBuf {
+    labdir.dir.join("data")
+}
+
+/// The directory of one guest's volume.
+pub fn host_dir(labdir: &LabDir, guest: &str) -> PathBuf {
+    root(labdir).join(guest).join("volume")
+}
+
+/// The volume `guest` gets locally: containers with an object store whose
+/// `data_volume` is on (the default). None for VMs (see the module docs).
+pub fn for_guest(labdir: &LabDir, guest: &Guest) -> Option<LocalVolume> {
+    let os = guest.roles.object_store.as_ref()?;
+    os.data_volume.as_ref()?;
+    (guest.kind == GuestKind::Lxc).then(|| LocalVolume {
+        host: host_dir(labdir, guest.name.as_str()),
+        mount: os.data_dir.clone(),
+    })
+}
+
+/// Whether `guest` declares a data volume that stays on its system disk
+/// here (a VM): `up` says so, since an upgrade does not keep that data.
+pub fn on_system_disk(guest: &Guest) -> bool {
+    guest.kind == GuestKind::Vm
+        && guest
+            .roles
+            .object_store
+            .as_ref()
+            .is_some_and(|os| os.data_volume.is_some())
+}
+
+/// Creates the volume's directory when missing (root's, 0755, like the root
+/// of a fresh file system; the object-store role sets its owner and mode)
+/// under a 0700 parent. An existing volume is left exactly as it is.
+/// Returns whether it was created.
+pub fn ensure(v: &LocalVolume) -> Result<bool> {
+    use std::os::unix::fs::DirBuilderExt;
+    if v.host.is_dir() {
+        return Ok(false);
+    }
+    let parent = v.host.parent().unwrap_or(Path::new("/"));
+    super::sys::private_dir(parent)?;
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&v.host)
+        .with_context(|| format!("creating the data volume {}", v.host.display()))?;
+    Ok(true)
+}
+
+/// systemd-nspawn's `--bind=` argument for the volume (`:` and `\` in
+/// paths escaped as nspawn reads them).
+pub fn nspawn_bind(v: &LocalVolume) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    format!(
+        "--bind={}:{}",
+        esc(&v.host.to_string_lossy()),
+        esc(&v.mount)
+    )
+}
+
+/// Guests with a volume in the lab directory, by name (to report what
+/// `down` keeps and what a guest that left the lab left behind).
+pub fn kept(labdir: &LabDir) -> Vec<(String, PathBuf)> {
+    let Ok(rd) = std::fs::read_dir(root(labdir)) else {
+        return Vec::new();
+    };
+    let mut v: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.path().join("volume").is_dir())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.path().join("volume"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lab() -> crate::model::lab::Lab {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/seed/lab.yaml");
+        crate::model::lab::load(&p).unwrap()
+    }
+
+    #[test]
+    fn containers_with_an_object_store_get_a_directory_outside_their_root() {
+        let lab = lab();
+        let d = tempfile::tempdir().unwrap();
+        let labdir = LabDir::new(d.path(), &lab.path).unwrap();
+        let minio = lab.guest("minio").unwrap();
+        assert_eq!(minio.kind, GuestKind::Lxc);
+        let v = for_guest(&labdir, minio).expect("the object store's volume is on by default");
+        assert_eq!(v.mount, "/var/lib/minio");
+        assert!(v.host.starts_with(labdir.dir.join("data")));
+        assert!(!v.host.starts_with(labdir.guest_dir("minio")));
+        // The Spark VM has no object store: nothing, and nothing to warn about.
+        let devlab = lab.guest("devlab").unwrap();
+        assert!(for_guest(&labdir, devlab).is_none() && !on_system_disk(devlab));
+        // `data_volume: none`: the data stays in the root.
+        let mut off = lab.clone();
+        off.guests[0]
+            .roles
+            .object_store
+            .as_mut()
+            .unwrap()
+            .data_volume = None;
+        assert!(for_guest(&labdir, off.guest("minio").unwrap()).is_none());
+    }
+
+    #[test]
+    fn ensure_creates_once_and_keeps_what_is_there() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let v = LocalVolume {
+            host: d.path().join("data/minio/volume"),
+            mount: "/var/lib/minio".into(),
+        };
+        assert!(ensure(&v).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&v.host), 0o755);
+        assert_eq!(mode(v.host.parent().unwrap()), 0o700);
+        std::fs::write(v.host.join("object"), b"kept").unwrap();
+        std::fs::set_permissions(&v.host, std::fs::Permissions::from_mode(0o750)).unwrap();
+        assert!(!ensure(&v).unwrap());
+        assert_eq!(mode(&v.host), 0o750, "an existing volume is left alone");
+        assert_eq!(std::fs::read(v.host.join("object")).unwrap(), b"kept");
+    }
+
+    #[test]
+    fn bind_argument_escapes_colons() {
+        let v = LocalVolume {
+            host: "/srv/a:b/volume".into(),
+            mount: "/var/lib/minio".into(),
+        };
+        assert_eq!(nspawn_bind(&v), "--bind=/srv/a\\:b/volume:/var/lib/minio");
+    }
+}
