@@ -80,8 +80,8 @@ mod tests {
     fn the_section_reaches_every_seed_and_its_absence_changes_nothing() {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/seed");
         let d = tempfile::tempdir().unwrap();
-        for f in ["lab.yaml", "admin.pub", "root_user", "root_password"] {
-            std::fs::copy(src.join(f), d.path().join(f)).unwrap();
+        for e in std::fs::read_dir(&src).unwrap().flatten() {
+            std::fs::copy(e.path(), d.path().join(e.file_name())).unwrap();
         }
         let path = d.path().join("lab.yaml");
         let plain = crate::model::lab::load(&path).unwrap();
