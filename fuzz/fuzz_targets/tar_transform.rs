@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 use imgbuild::payload::{Node, Tree};
 use libfuzzer_sys::fuzz_target;
 
+mod tar_common;
+
 fn payload() -> &'static Tree {
     static TREE: OnceLock<Tree> = OnceLock::new();
     TREE.get_or_init(|| {
@@ -35,40 +37,8 @@ fn payload() -> &'static Tree {
     })
 }
 
-fn octal(f: &[u8]) -> u64 {
-    f.iter()
-        .skip_while(|&&b| b == b' ')
-        .take_while(|&&b| (b'0'..=b'7').contains(&b))
-        .fold(0u64, |v, &b| {
-            v.saturating_mul(8).saturating_add((b - b'0') as u64)
-        })
-}
-
-fn fix_checksums(tar: &mut [u8]) {
-    let mut pos = 0usize;
-    while pos + 512 <= tar.len() {
-        let block = &mut tar[pos..pos + 512];
-        if block.iter().all(|&b| b == 0) {
-            pos += 512;
-            continue;
-        }
-        block[148..156].fill(b' ');
-        let sum: u64 = block.iter().map(|&b| b as u64).sum();
-        block[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        let size = if block[124] & 0x80 != 0 {
-            0
-        } else {
-            octal(&block[124..136])
-        };
-        let data = size.div_ceil(512).saturating_mul(512);
-        pos = pos
-            .saturating_add(512)
-            .saturating_add(data.min(usize::MAX as u64 / 2) as usize);
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
     let mut tar = data.to_vec();
-    fix_checksums(&mut tar);
+    tar_common::fix_checksums(&mut tar);
     let _ = imgbuild::bake::lxc::transform_bytes(&tar, payload());
 });
