@@ -33,4 +33,3 @@ pub fn fix_checksums(tar: &mut [u8]) {
             .saturating_add(data.min(usize::MAX as u64 / 2) as usize);
     }
 }
-
