@@ -265,6 +265,14 @@ fn read_manifest(staging: &Path) -> Result<Option<Manifest>> {
 }
 
 fn tree_from_manifest(dest: &str, staging: &Path, m: &Manifest) -> Result<Tree> {
+    // Again on reuse: the staged unpack may predate these checks, or have been
+    // made for another destination (absolute link targets name it).
+    for (rel, e) in &m.entries {
+        if let Entry::Symlink { target, .. } = e {
+            check_symlink(dest, rel, target, &m.entries)
+                .with_context(|| format!("staged unpack {}", staging.display()))?;
+        }
+    }
     let mut tree = Tree::new();
     tree.insert(
         dest,
@@ -814,6 +822,45 @@ mod tests {
             ],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn rechecks_symlinks_of_a_reused_unpack() {
+        let d = tempfile::tempdir().unwrap();
+        let staging = d.path().join("staged");
+        fs::create_dir_all(&staging).unwrap();
+        let link = |target: &str| Entry::Symlink {
+            mtime: 0,
+            target: target.into(),
+        };
+        let dir = Entry::Dir {
+            mode: 0o755,
+            mtime: 0,
+        };
+        let write_manifest = |entries: Vec<(&str, Entry)>| {
+            let m = Manifest {
+                version: MANIFEST_VERSION,
+                strip_components: 1,
+                root_mode: 0o755,
+                root_mtime: 0,
+                entries: entries.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            };
+            fs::write(staging.join(MANIFEST), serde_json::to_vec(&m).unwrap()).unwrap();
+        };
+        // Staged before chains were resolved: reusing it must not skip the check.
+        write_manifest(vec![
+            ("x", dir.clone()),
+            ("x/b", link("..")),
+            ("a", link("x/b/../../etc/shadow")),
+        ]);
+        let gone = d.path().join("not-needed.tgz");
+        let err = unpack_into_tree(&gone, "/opt/x", 1, &staging).unwrap_err();
+        assert!(format!("{err:#}").contains("leaves /opt/x"), "{err:#}");
+        // Staged for /opt/x, reused for /opt/y: the absolute link now leaves.
+        write_manifest(vec![("x", dir), ("l", link("/opt/x/x"))]);
+        unpack_into_tree(&gone, "/opt/x", 1, &staging).unwrap();
+        let err = unpack_into_tree(&gone, "/opt/y", 1, &staging).unwrap_err();
+        assert!(format!("{err:#}").contains("leaves /opt/y"), "{err:#}");
     }
 
     #[test]
