@@ -170,6 +170,19 @@ fn procs_matching(needle: &str) -> Vec<String> {
     v
 }
 
+/// The handed-off container's console and its agent's status, for a failure.
+fn diagnose(state: &Path) -> String {
+    let run = state.join(format!("pve/handoff/run/{VMID}"));
+    let root = state.join("pve/handoff/volumes/local-lvm/vm-300-disk-0");
+    let read =
+        |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({}: {e})", p.display()));
+    format!(
+        "===== console.log\n{}\n===== status.json\n{}",
+        tail(&read(&run.join("console.log")), 40),
+        read(&root.join("var/lib/imgbuild/status.json"))
+    )
+}
+
 #[test]
 fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothing() {
     let t0 = Instant::now();
@@ -225,10 +238,11 @@ fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothin
     let handoff = sd.control("handoff");
     assert!(
         o.ok(),
-        "deploy failed ({}):\n{}\nstdout:\n{}\nhand-off: {handoff:#}",
+        "deploy failed ({}):\n{}\nstdout:\n{}\nhand-off: {handoff:#}\n{}",
         o.status,
-        tail(&o.stderr, 60),
-        o.stdout
+        tail(&o.stderr, 30),
+        o.stdout,
+        diagnose(&state)
     );
     say(
         t0,
