@@ -88,7 +88,7 @@ pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
     for (k, (v, _)) in &cfg.entries {
         let known = matches!(
             k.as_str(),
-            "hostname" | "net0" | "nameserver" | "searchdomain" | "rootfs" | "ostype"
+            "hostname" | "net0" | "nameserver" | "rootfs" | "ostype"
         ) || is_mp(k);
         if known {
             continue;
@@ -499,6 +499,14 @@ hostname: old
         .to_string();
         assert!(
             e.contains("300.conf:13:1: hookscript: not supported"),
+            "{e}"
+        );
+        // pct would write it into resolv.conf; the runner does not: refused, not dropped.
+        let e = container_plan(&parse(&CT.replace("swap: 512", "searchdomain: lan")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("300.conf:13:1: searchdomain: not supported"),
             "{e}"
         );
         let e = container_plan(&parse(&format!("lock: create\n{CT}")))
