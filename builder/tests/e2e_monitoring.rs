@@ -12,7 +12,9 @@
 //! 2. an address outside the monitoring list (the lab has no `allow`: only
 //!    the monitoring guest's) cannot reach a node exporter, while Prometheus
 //!    scrapes it;
-//! 3. stopping the Spark worker makes `SparkWorkerLost` fire within a minute;
+//!    `imgbuild verify` passes, Prometheus' targets and unit included;
+//! 3. stopping the Spark worker makes `SparkWorkerLost` (and `TargetDown`
+//!    for its scrape target) fire within a minute;
 //! 4. Prometheus' and the node exporter's resident memory and CPU on the
 //!    guests are measured (printed, for the note);
 //! 5. `down` leaves nothing.
@@ -315,6 +317,41 @@ fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
         ),
     );
 
+    // `imgbuild verify` checks the monitoring guest too: its services
+    // (prometheus, node-exporter) active, Prometheus listing every target up.
+    let t = Instant::now();
+    let (report, o) = lab.verify(Duration::from_secs(600));
+    assert!(
+        o.ok() && report["ok"] == true,
+        "verify failed:\n{}\n{}",
+        serde_json::to_string_pretty(&report).unwrap(),
+        tail(&o.stderr, 30)
+    );
+    let checks = report["checks"].as_array().unwrap();
+    let mon_check = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["guest"] == "mon" && c["check"] == name)
+            .unwrap_or_else(|| panic!("verify has no {name:?} on mon: {checks:?}"))
+            .clone()
+    };
+    assert_eq!(
+        mon_check("monitoring: every target up")["detail"],
+        "all 6 targets up"
+    );
+    assert_eq!(
+        mon_check("services active")["detail"],
+        "ssh, nftables, node-exporter, prometheus"
+    );
+    say(
+        t0,
+        format!(
+            "verify: {} checks passed in {:.1} s (mon: every target up, prometheus active)",
+            checks.len(),
+            t.elapsed().as_secs_f64()
+        ),
+    );
+
     // 2. The node exporter answers the monitoring guest (its target is up)
     // and nobody else: an address of the lab's subnet outside the list.
     let ns = Netns::existing(&lab.netns_name());
@@ -343,13 +380,17 @@ fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
     );
 
     // 4 (before the worker stops: the lab at rest). Idle cost on the guests.
+    // Both over the same 10 s.
+    let ne = std::thread::spawn(|| {
+        idle_cost(
+            "node_exporter",
+            "node-exporter.service",
+            Duration::from_secs(10),
+        )
+    });
     let (prom_rss, prom_cpu) =
         idle_cost("prometheus", "prometheus.service", Duration::from_secs(10));
-    let (ne_rss, ne_cpu) = idle_cost(
-        "node_exporter",
-        "node-exporter.service",
-        Duration::from_secs(10),
-    );
+    let (ne_rss, ne_cpu) = ne.join().unwrap();
     say(
         t0,
         format!(
@@ -390,19 +431,51 @@ fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(fired["labels"]["guest"], "lab2", "{fired}");
+    let fired_after = t.elapsed();
+    // The worker's own scrape target is down too.
+    let down = poll(
+        "TargetDown firing for the worker",
+        Duration::from_secs(30),
+        Duration::from_secs(1),
+        |why| {
+            let a = api(&prom, "/api/v1/alerts").unwrap_or_else(|e| panic!("{e}"));
+            *why = a.to_string();
+            Ok(a["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| {
+                    a["labels"]["alertname"] == "TargetDown"
+                        && a["labels"]["job"] == "spark-worker"
+                        && a["state"] == "firing"
+                })
+                .cloned())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        down["labels"]["instance"],
+        format!("{LAB2_ADDR}:8081"),
+        "{down}"
+    );
     say(
         t0,
         format!(
-            "spark-worker stopped: SparkWorkerLost firing after {:.1} s ({})",
-            t.elapsed().as_secs_f64(),
-            fired["annotations"]["summary"]
+            "spark-worker stopped: SparkWorkerLost firing after {:.1} s ({}), TargetDown for it after {:.1} s",
+            fired_after.as_secs_f64(),
+            fired["annotations"]["summary"],
+            t.elapsed().as_secs_f64()
         ),
     );
 
     // 5. down leaves nothing.
+    let t = Instant::now();
     lab.down();
     lab.assert_nothing_left(&VMIDS);
-    say(t0, "down: nothing left".into());
+    say(
+        t0,
+        format!("down: {:.1} s, nothing left", t.elapsed().as_secs_f64()),
+    );
 }
 
 /// The used share of the file system holding `path` (`stat -f`: free

@@ -5,7 +5,8 @@
 //! get, list and delete in every declared bucket with the lab's credentials;
 //! SparkPi through the master (from the installed Spark's examples jar)
 //! finishing with its result; logs in the declared places; a port the lab
-//! does not declare is dropped by the guest's firewall.
+//! does not declare is dropped by the guest's firewall; on a monitoring
+//! guest, Prometheus lists every target of the lab up.
 //!
 //! Where the guests are reached from is an [`Access`]: the deploy host
 //! (Proxmox: the lab's addresses are routable) or the lab's network
@@ -348,7 +349,45 @@ fn units(g: &Guest) -> Vec<String> {
             v.push("spark-worker".into());
         }
     }
+    if g.metrics.is_some() {
+        v.push("node-exporter".into());
+    }
+    if g.roles.monitoring.is_some() {
+        v.push("prometheus".into());
+    }
     v
+}
+
+/// Prometheus' `/api/v1/targets`: every one of the lab's `want` targets is
+/// active and up; else which are not, with Prometheus' last error.
+fn prometheus_targets(body: &[u8], want: usize) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
+    let active = v["data"]["activeTargets"]
+        .as_array()
+        .ok_or_else(|| "no `data.activeTargets`".to_string())?;
+    let down: Vec<String> = active
+        .iter()
+        .filter(|t| t["health"] != "up")
+        .map(|t| {
+            format!(
+                "{} on {} is {} ({})",
+                t["labels"]["job"].as_str().unwrap_or("?"),
+                t["labels"]["guest"].as_str().unwrap_or("?"),
+                t["health"].as_str().unwrap_or("?"),
+                t["lastError"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    if active.len() != want || !down.is_empty() {
+        return Err(format!(
+            "{} of {want} targets active, {} down: {}",
+            active.len(),
+            down.len(),
+            down.join("; ")
+        ));
+    }
+    Ok(format!("all {want} targets up"))
 }
 
 /// `ssh -v` with passwords only must fail, and the server must name only
@@ -435,6 +474,11 @@ fn network_checks(
         })
         .unwrap_or_default();
     let api_port = g.roles.object_store.as_ref().map(|os| os.api_port.get());
+    let prometheus = g
+        .roles
+        .monitoring
+        .as_ref()
+        .map(|m| (m.port.get(), crate::scrape::targets(lab).len()));
     let declared: Vec<u16> = g.open_ports().iter().map(|p| p.port.get()).collect();
     let worker_master = g
         .roles
@@ -472,6 +516,21 @@ fn network_checks(
                 }),
             };
             out.push((name, r, t.elapsed().as_secs_f64()));
+        }
+        if let Some((port, want)) = prometheus {
+            let t = Instant::now();
+            let a = SocketAddr::new(ip.into(), port);
+            let r = crate::ready::http_get(a, "/api/v1/targets?state=active", timeout)
+                .and_then(|(st, b)| match st {
+                    200 => prometheus_targets(&b, want),
+                    _ => Err(format!("HTTP {st}")),
+                })
+                .map_err(|e| format!("http://{a}/api/v1/targets: {e}"));
+            out.push((
+                "monitoring: every target up".into(),
+                r,
+                t.elapsed().as_secs_f64(),
+            ));
         }
         if let Some((port, buckets, user, password)) = s3 {
             for b in buckets {
@@ -550,4 +609,29 @@ fn network_checks(
         out
     });
     r.unwrap_or_else(|e| vec![("network checks".into(), Err(e), 0.0)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_targets_all_up_or_named() {
+        let up = br#"{"status":"success","data":{"activeTargets":[
+            {"labels":{"job":"node","guest":"lab2"},"health":"up","lastError":""},
+            {"labels":{"job":"spark-worker","guest":"lab2"},"health":"up","lastError":""}]}}"#;
+        assert_eq!(prometheus_targets(up, 2).unwrap(), "all 2 targets up");
+        let e = prometheus_targets(up, 3).unwrap_err();
+        assert!(e.starts_with("2 of 3 targets active"), "{e}");
+        let down = br#"{"status":"success","data":{"activeTargets":[
+            {"labels":{"job":"node","guest":"lab2"},"health":"up","lastError":""},
+            {"labels":{"job":"spark-worker","guest":"lab2"},"health":"down",
+             "lastError":"connect: connection refused"}]}}"#;
+        let e = prometheus_targets(down, 2).unwrap_err();
+        assert!(
+            e.contains("spark-worker on lab2 is down (connect: connection refused)"),
+            "{e}"
+        );
+        assert!(prometheus_targets(b"<html>", 1).is_err());
+    }
 }
