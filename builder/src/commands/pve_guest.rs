@@ -45,7 +45,7 @@ pub enum Action {
         /// The config's kind (default: `lxc` when it has a `rootfs`, else `qemu`).
         #[arg(long, value_enum)]
         kind: Option<Kind>,
-        /// VMs: the accelerator (no automatic fallback here).
+        /// VMs: `kvm` or `tcg` (no automatic fallback here: `auto` is refused).
         #[arg(long, value_enum, default_value_t = Accel::Tcg)]
         accel: Accel,
         /// The network namespace (`ip netns`) holding net0's bridge.
@@ -74,11 +74,12 @@ pub struct Guest {
     /// The guest config (`key: value` lines, as Proxmox stores it).
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// The container's vmid (default: the config file's name, `300.conf`).
+    /// The guest's vmid (default: the config file's name, `300.conf`).
     #[arg(long)]
     pub vmid: Option<u32>,
-    /// Where a volume of the config is on this host, as `VOLID=DIR` (repeat).
-    #[arg(long = "volume", value_name = "VOLID=DIR")]
+    /// Where a volume of the config is on this host, as `VOLID=PATH` (repeat):
+    /// a directory for a container's volume, a qcow2 or ISO file for a VM's.
+    #[arg(long = "volume", value_name = "VOLID=PATH")]
     pub volumes: Vec<String>,
 }
 
@@ -155,6 +156,14 @@ pub fn run(args: Args) -> Result<()> {
                     (p.ignored, what)
                 }
                 Kind::Qemu => {
+                    if accel == Accel::Auto {
+                        return Err(crate::diag::BadInput::whole_file(
+                            &guest.config,
+                            "--accel",
+                            "choose kvm or tcg: pve-guest does not fall back on its own",
+                        )
+                        .into());
+                    }
                     let p = pve::start_vm(&cfg, vmid, &vols, &netns, &run_dir, accel)?;
                     let what = format!(
                         "VM {} ({}) with {} disk(s){} on {}",
