@@ -7,8 +7,10 @@
 //! `verify --json` passes every check (SSH key-only, services, UIs, S3 in
 //! every bucket, SparkPi through the master, logs, firewall); cloud-init
 //! read our ISO and finished without errors; the root partition grew to the
-//! lab's disk; `status` shows the guest ready with its accelerator; `down`
-//! leaves nothing of the lab behind.
+//! lab's disk; the object store's data dir is on its own data disk
+//! (attached as Proxmox's `scsi1`, formatted by firstboot, mounted by label);
+//! `status` shows the guest ready with its accelerator; `down` leaves
+//! nothing of the lab behind.
 //!
 //! One VM boot in the whole test (each takes minutes under TCG); the restart,
 //! power-cut and idempotence paths of `up` are exercised on a container in
@@ -124,6 +126,21 @@ fn up_verify_status_down_on_a_vm() {
         root_kib > 6 * 1024 * 1024,
         "root is {root_kib} KiB, want the lab's 8 GiB disk"
     );
+    // Issue 10: the object store's data is on its own disk, attached as
+    // Proxmox attaches scsi1 (serial imgbuild-data), formatted by firstboot
+    // because it was blank and mounted by label at the data dir.
+    let mnt = ssh("findmnt -n -o SOURCE,FSTYPE,LABEL --target /var/lib/minio; readlink -f /dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_imgbuild-data");
+    let lines: Vec<&str> = mnt.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].contains(" ext4")
+            && lines[0].ends_with("imgbuild-data")
+            && lines[0].starts_with(lines[1]),
+        "the data dir is not on the data disk: {mnt}"
+    );
+    let data = lab.labdir.dir.join("data").join(GUEST).join("data.qcow2");
+    assert!(data.is_file(), "{} is missing", data.display());
+    say(t0, format!("data volume: {}", lines[0]));
 
     let st = lab.status();
     let s = st.iter().find(|r| r["guest"] == GUEST).unwrap();

@@ -10,8 +10,10 @@
 //! recreated, or leaves the lab file, keeps it; `down` keeps it too, and only
 //! `down --purge-data` removes it.
 //!
-//! VMs get no separate volume locally yet: their data stays on the overlay
-//! and an upgrade recreates it (`up` says so).
+//! A VM's volume is a blank qcow2 `<lab dir>/data/<guest>/data.qcow2` of the
+//! declared size, attached as Proxmox attaches `scsi1` (virtio-scsi,
+//! `scsi-hd` with serial `imgbuild-data`), so firstboot finds it by serial,
+//! formats it when blank and mounts it by label, exactly as on Proxmox.
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,9 @@ pub struct LocalVolume {
     pub host: PathBuf,
     /// Where the guest sees it (the object store's data directory).
     pub mount: String,
+    /// VMs: the size of the disk (`host` is its qcow2); containers: None
+    /// (`host` is a directory).
+    pub disk_gib: Option<u64>,
 }
 
 /// Where all of a lab's data volumes live: `down` keeps this directory.
@@ -39,39 +44,51 @@ pub fn host_dir(labdir: &LabDir, guest: &str) -> PathBuf {
     root(labdir).join(guest).join("volume")
 }
 
-/// The volume `guest` gets locally: containers with an object store whose
-/// `data_volume` is on (the default). None for VMs (see the module docs).
+/// The volume `guest` gets locally: guests with an object store whose
+/// `data_volume` is on (the default).
 pub fn for_guest(labdir: &LabDir, guest: &Guest) -> Option<LocalVolume> {
     let os = guest.roles.object_store.as_ref()?;
-    os.data_volume.as_ref()?;
-    (guest.kind == GuestKind::Lxc).then(|| LocalVolume {
-        host: host_dir(labdir, guest.name.as_str()),
-        mount: os.data_dir.clone(),
+    let v = os.data_volume.as_ref()?;
+    let name = guest.name.as_str();
+    Some(match guest.kind {
+        GuestKind::Lxc => LocalVolume {
+            host: host_dir(labdir, name),
+            mount: os.data_dir.clone(),
+            disk_gib: None,
+        },
+        GuestKind::Vm => LocalVolume {
+            host: root(labdir).join(name).join(DISK),
+            mount: os.data_dir.clone(),
+            disk_gib: Some(v.size.gib()),
+        },
     })
 }
 
-/// Whether `guest` declares a data volume that stays on its system disk
-/// here (a VM): `up` says so, since an upgrade does not keep that data.
-pub fn on_system_disk(guest: &Guest) -> bool {
-    guest.kind == GuestKind::Vm
-        && guest
-            .roles
-            .object_store
-            .as_ref()
-            .is_some_and(|os| os.data_volume.is_some())
-}
+/// A VM's data disk file in its guest's data directory.
+const DISK: &str = "data.qcow2";
 
-/// Creates the volume's directory when missing (root's, 0755, like the root
-/// of a fresh file system; the object-store role sets its owner and mode)
-/// under a 0700 parent. An existing volume is left exactly as it is.
-/// Returns whether it was created.
+/// Creates the volume when missing, under a 0700 parent: a container's
+/// directory (root's, 0755, like the root of a fresh file system; the
+/// object-store role sets its owner and mode), a VM's blank qcow2 (firstboot
+/// formats it). An existing volume is left exactly as it is. Returns whether
+/// it was created.
 pub fn ensure(v: &LocalVolume) -> Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
-    if v.host.is_dir() {
+    if v.host.exists() {
         return Ok(false);
     }
     let parent = v.host.parent().unwrap_or(Path::new("/"));
     super::sys::private_dir(parent)?;
+    if let Some(gib) = v.disk_gib {
+        super::sys::run(
+            std::process::Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&v.host)
+                .arg(format!("{gib}G")),
+            "creating the VM's data disk (package qemu-utils)",
+        )?;
+        return Ok(true);
+    }
     std::fs::DirBuilder::new()
         .mode(0o755)
         .create(&v.host)
@@ -98,12 +115,11 @@ pub fn kept(labdir: &LabDir) -> Vec<(String, PathBuf)> {
     };
     let mut v: Vec<(String, PathBuf)> = rd
         .flatten()
-        .filter(|e| e.path().join("volume").is_dir())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                e.path().join("volume"),
-            )
+        .filter_map(|e| {
+            let p = [e.path().join("volume"), e.path().join(DISK)]
+                .into_iter()
+                .find(|p| p.exists())?;
+            Some((e.file_name().to_string_lossy().into_owned(), p))
         })
         .collect();
     v.sort();
@@ -130,9 +146,15 @@ mod tests {
         assert_eq!(v.mount, "/var/lib/minio");
         assert!(v.host.starts_with(labdir.dir.join("data")));
         assert!(!v.host.starts_with(labdir.guest_dir("minio")));
-        // The Spark VM has no object store: nothing, and nothing to warn about.
-        let devlab = lab.guest("devlab").unwrap();
-        assert!(for_guest(&labdir, devlab).is_none() && !on_system_disk(devlab));
+        assert_eq!(v.disk_gib, None);
+        // The Spark VM has no object store: nothing.
+        assert!(for_guest(&labdir, lab.guest("devlab").unwrap()).is_none());
+        // An object store on a VM: a disk of the declared size beside it.
+        let mut vm = lab.clone();
+        vm.guests[0].kind = GuestKind::Vm;
+        let d = for_guest(&labdir, vm.guest("minio").unwrap()).unwrap();
+        assert_eq!(d.disk_gib, Some(crate::model::volume::DEFAULT_SIZE_GIB));
+        assert_eq!(d.host, labdir.dir.join("data/minio/data.qcow2"));
         // `data_volume: none`: the data stays in the root.
         let mut off = lab.clone();
         off.guests[0]
@@ -151,6 +173,7 @@ mod tests {
         let v = LocalVolume {
             host: d.path().join("data/minio/volume"),
             mount: "/var/lib/minio".into(),
+            disk_gib: None,
         };
         assert!(ensure(&v).unwrap());
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
@@ -161,6 +184,35 @@ mod tests {
         assert!(!ensure(&v).unwrap());
         assert_eq!(mode(&v.host), 0o750, "an existing volume is left alone");
         assert_eq!(std::fs::read(v.host.join("object")).unwrap(), b"kept");
+        // A VM's: a blank qcow2 of the size, created once (real qemu-img).
+        let disk = LocalVolume {
+            host: d.path().join("data/vm/data.qcow2"),
+            mount: "/var/lib/minio".into(),
+            disk_gib: Some(2),
+        };
+        assert!(ensure(&disk).unwrap());
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&disk.host)
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(
+            (info["format"].as_str(), info["virtual-size"].as_u64()),
+            (Some("qcow2"), Some(2 << 30))
+        );
+        let before = std::fs::metadata(&disk.host).unwrap().modified().unwrap();
+        assert!(!ensure(&disk).unwrap());
+        assert_eq!(
+            std::fs::metadata(&disk.host).unwrap().modified().unwrap(),
+            before
+        );
+        let labdir = LabDir {
+            id: "x-00000000".into(),
+            dir: d.path().to_path_buf(),
+        };
+        let names: Vec<String> = kept(&labdir).into_iter().map(|(g, _)| g).collect();
+        assert_eq!(names, ["minio", "vm"]);
     }
 
     #[test]
@@ -168,6 +220,7 @@ mod tests {
         let v = LocalVolume {
             host: "/srv/a:b/volume".into(),
             mount: "/var/lib/minio".into(),
+            disk_gib: None,
         };
         assert_eq!(nspawn_bind(&v), "--bind=/srv/a\\:b/volume:/var/lib/minio");
     }

@@ -160,19 +160,19 @@ pub fn start(
             .map(|d| d.as_secs())
             .unwrap_or(0),
     };
+    // Like Proxmox with a missing `mp0`/`scsi1` volume: no start, rather
+    // than an object store writing into its root.
+    if let Some(v) = d.data.as_ref().filter(|v| !v.host.exists()) {
+        anyhow::bail!(
+                "{name}'s data volume {} is missing; it is created only with the guest (`imgbuild down --purge-data`, then `up`, starts the lab afresh)",
+                v.host.display()
+            );
+    }
     match g.kind {
         GuestKind::Lxc => {
             let veth = net::veth_name(vmid);
             netns.remove_link(&veth);
             let machine = labdir.machine(vmid);
-            // Like Proxmox with a missing `mp0` volume: no start, rather
-            // than an object store writing into its root.
-            if let Some(v) = d.data.as_ref().filter(|v| !v.host.is_dir()) {
-                anyhow::bail!(
-                    "{name}'s data volume {} is missing; it is created only with the guest (`imgbuild down --purge-data`, then `up`, starts the lab afresh)",
-                    v.host.display()
-                );
-            }
             let spec = CtSpec {
                 machine: machine.clone(),
                 rootfs: rootfs(&dir),
@@ -206,6 +206,7 @@ pub fn start(
                 qemu_log: dir.join("qemu.log"),
                 memory_mib: d.memory_mib,
                 cores: g.resources.cores.get(),
+                data_disk: d.data.as_ref().map(|v| v.host.clone()),
             };
             let (child, used, note) = vm::boot(
                 netns,

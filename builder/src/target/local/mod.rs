@@ -256,12 +256,11 @@ pub fn up(
                         "{name}: its seed, image or resources changed; recreating it from {}{}",
                         image.path.display(),
                         match &desired.data {
-                            Some(v) if v.host.is_dir() => format!(
+                            Some(v) if v.host.exists() => format!(
                                 " (upgrade, data kept: its data volume {} stays mounted at {})",
                                 v.host.display(),
                                 v.mount
                             ),
-                            _ if data::on_system_disk(g) => " (its data is on its system disk here and starts empty: VMs get no separate data volume on the local target)".into(),
                             _ => String::new(),
                         }
                     ),

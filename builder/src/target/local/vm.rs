@@ -68,6 +68,26 @@ pub struct VmSpec {
     pub qemu_log: PathBuf,
     pub memory_mib: u64,
     pub cores: u32,
+    /// The data volume's qcow2, attached as Proxmox attaches `scsi1`.
+    pub data_disk: Option<PathBuf>,
+}
+
+/// QEMU arguments attaching the data disk the way Proxmox attaches a
+/// guest's `scsi1` with `serial=imgbuild-data` (its own virtio-scsi
+/// controller, `scsi-hd`): the guest sees
+/// `/dev/disk/by-id/scsi-0QEMU_QEMU_HARDDISK_imgbuild-data`.
+pub fn data_disk_args(disk: &Path) -> Vec<String> {
+    vec![
+        "-device".into(),
+        "virtio-scsi-pci,id=virtioscsi1".into(),
+        "-drive".into(),
+        format!(
+            "file={},if=none,id=drive-scsi1,format=qcow2,cache=unsafe,discard=unmap",
+            disk.display()
+        ),
+        "-device".into(),
+        "scsi-hd,bus=virtioscsi1.0,channel=0,scsi-id=0,lun=0,drive=drive-scsi1,id=scsi1,serial=imgbuild-data".into(),
+    ]
 }
 
 /// Starts QEMU inside `netns` with `accel` (Kvm or Tcg), detached from our
@@ -92,16 +112,23 @@ pub fn spawn(netns: &Netns, spec: &VmSpec, accel: Accel) -> Result<Child> {
         .args(["-display", "none", "-monitor", "none"])
         .arg("-serial")
         .arg(format!("file:{}", spec.console_log.display()))
+        // The system disk boots first (bootindex): SeaBIOS would otherwise
+        // try a data disk first and, blank as it starts, stop there.
         .arg("-drive")
         .arg(format!(
-            "file={},if=virtio,format=qcow2,cache=unsafe",
+            "file={},if=none,id=drive-virtio0,format=qcow2,cache=unsafe",
             spec.disk.display()
         ))
+        .args([
+            "-device",
+            "virtio-blk-pci,drive=drive-virtio0,bootindex=100",
+        ])
         .arg("-drive")
         .arg(format!(
             "file={},media=cdrom,if=ide,readonly=on",
             spec.cidata.display()
         ))
+        .args(spec.data_disk.iter().flat_map(|d| data_disk_args(d)))
         .arg("-netdev")
         .arg(format!(
             "tap,id=n0,ifname={},script=no,downscript=no",
