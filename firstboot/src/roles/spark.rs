@@ -63,9 +63,10 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
     // workers and the executors (the daemons and every client read this
     // file, which is why it is root:spark 0640); their RPC is encrypted, as
     // the driver hands its configuration (S3A keys included) to executors.
+    // The web UIs have no authentication: they may show, never kill.
     let mut defaults = format!(
         "{HEADER}\nspark.master {master_url}\nspark.authenticate true\nspark.authenticate.secret {}\n\
-         spark.network.crypto.enabled true\n",
+         spark.network.crypto.enabled true\nspark.ui.killEnabled false\n",
         s.auth_secret.expose()
     );
     if let Some(s3) = &s.s3 {
