@@ -28,7 +28,7 @@ fn promtool(args: &[&str], dir: &Path) -> String {
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("promtool (Debian package prometheus; scripts/test installs it) must be installed");
+        .expect("promtool must be on PATH (scripts/test takes it from the test mirror's Prometheus tarball)");
     let out = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
