@@ -557,6 +557,15 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
     }
 
+    /// Each open port of a seed's firewall with the sources it is open to.
+    fn open_ports(s: &Seed) -> Vec<(u16, Vec<String>)> {
+        s.firewall
+            .open
+            .iter()
+            .map(|p| (p.port.get(), p.from.iter().map(|a| a.to_string()).collect()))
+            .collect()
+    }
+
     #[test]
     fn metrics_port_only_from_the_monitoring_addresses() {
         let mut l = lab();
@@ -569,12 +578,7 @@ mod tests {
             g.metrics = Some(m.clone());
         }
         let s = for_guest(&l, "minio").unwrap();
-        let open: Vec<(u16, Vec<String>)> = s
-            .firewall
-            .open
-            .iter()
-            .map(|p| (p.port.get(), p.from.iter().map(|a| a.to_string()).collect()))
-            .collect();
+        let open = open_ports(&s);
         assert_eq!(
             open,
             [
@@ -642,12 +646,7 @@ mod tests {
         assert_eq!(masters, [("devlab", 1)]);
         assert!(m.object_store_token.is_none());
         // The node exporter is open to the monitoring guest only; Prometheus to the network.
-        let open: Vec<(u16, Vec<String>)> = s
-            .firewall
-            .open
-            .iter()
-            .map(|p| (p.port.get(), p.from.iter().map(|a| a.to_string()).collect()))
-            .collect();
+        let open = open_ports(&s);
         assert_eq!(
             open,
             [(9100, vec!["192.168.1.50".to_string()]), (9090, vec![])]
