@@ -116,6 +116,52 @@ fn idle_cost(comm: &str, unit: &str, over: Duration) -> (String, f64) {
     (rss, cpu)
 }
 
+/// What the worker's unit, journal and log say, and the host's view of the
+/// processes in its cgroup (name, state, wait channel): read when stopping
+/// it went wrong.
+fn worker_diagnosis(lab: &UpLab) -> String {
+    let procs: Vec<String> = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            fs::read_to_string(e.path().join("cgroup"))
+                .is_ok_and(|c| c.contains("/spark-worker.service"))
+        })
+        .map(|e| {
+            let p = e.path();
+            let read = |f: &str| fs::read_to_string(p.join(f)).unwrap_or_default();
+            let state = read("status")
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or_default()
+                .to_string();
+            format!(
+                "{} {} {state} wchan={}",
+                e.file_name().to_string_lossy(),
+                read("comm").trim(),
+                read("wchan")
+            )
+        })
+        .collect();
+    let inside = run_timeout(
+        lab.cmd("ssh").args([
+            "lab2",
+            "systemctl status spark-worker --no-pager; journalctl -u spark-worker -n 40 --no-pager; \
+             tail -n 40 /opt/spark/logs/spark-worker.out",
+        ]),
+        None,
+        Duration::from_secs(30),
+        "imgbuild ssh lab2 (diagnosis)",
+    )
+    .map(|o| format!("{}{}", o.stdout, o.stderr))
+    .unwrap_or_else(|e| e);
+    format!(
+        "host: processes in spark-worker.service's cgroup:\n{}\nguest:\n{inside}",
+        procs.join("\n")
+    )
+}
+
 #[test]
 fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
     let t0 = Instant::now();
@@ -400,14 +446,24 @@ fn monitoring_guest_scrapes_the_lab_and_fires_the_worker_lost_alert() {
     );
 
     // 3. The Spark worker stops: its alert fires within the rule's window.
+    // The unit's TimeoutStopSec is 30 s; a stop (0.6 s here) once took over
+    // 60 s in CI with nothing printed, so a slow one says where it hung.
     let t = Instant::now();
-    let o = lab.run(
+    let o = run_timeout(
         lab.cmd("ssh")
             .args(["lab2", "systemctl", "stop", "spark-worker"]),
-        Duration::from_secs(60),
+        None,
+        Duration::from_secs(90),
         "imgbuild ssh lab2 systemctl stop spark-worker",
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", worker_diagnosis(&lab)));
+    assert!(
+        o.ok(),
+        "stopping the worker: {}\n{}\n{}",
+        o.stdout,
+        o.stderr,
+        worker_diagnosis(&lab)
     );
-    assert!(o.ok(), "stopping the worker: {}\n{}", o.stdout, o.stderr);
     let fired = poll(
         "SparkWorkerLost firing",
         Duration::from_secs(60),

@@ -97,13 +97,15 @@ pub fn plan(s: &Spark, plan: &mut Plan) {
     // shell opens the file as the service user: systemd's `append:` would
     // open it as root in a directory that user can write (a symlink there
     // would make root append anywhere).
+    // A JVM whose shutdown hooks hang is killed after 30 s (with any
+    // executors it started: they share its cgroup) rather than systemd's 90.
     let service = |desc: &str, after: &str, exec: String, log: &str| {
         format!(
             "{HEADER}\n[Unit]\nDescription={desc}\nWants=network-online.target\nAfter=network-online.target{after}\n\n\
              [Service]\nType=simple\nUser={USER}\nGroup={USER}\nWorkingDirectory={home}\n\
              Environment=JAVA_HOME={}\nEnvironment=SPARK_HOME={home}\nEnvironment=SPARK_LOG_DIR={}\n\
              Environment=SPARK_NO_DAEMONIZE=1\nExecStart=/bin/sh -c 'exec {exec} >>{}/{log}.out 2>&1'\n\
-             Restart=on-failure\nRestartSec=5\nSuccessExitStatus=143\nLimitNOFILE=65536\n{}\n\
+             Restart=on-failure\nRestartSec=5\nSuccessExitStatus=143\nTimeoutStopSec=30\nLimitNOFILE=65536\n{}\n\
              [Install]\nWantedBy=multi-user.target\n",
             s.java_home,
             s.log_dir,
