@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::model;
 use crate::resolve;
@@ -19,6 +19,15 @@ use crate::target::proxmox::{
 };
 
 #[derive(Debug, clap::Args)]
+// Deploy waits for every guest, and its --no-wait leaves their seed media
+// attached: its help says so.
+#[command(
+    mut_arg("no_wait", |a| a.help(
+        "Do not wait for the guests to be ready (their seed media then stay \
+         until a later deploy sees them ready)",
+    )),
+    mut_arg("ready_timeout", |a| a.help("Seconds to wait for each guest to be ready")),
+)]
 pub struct Args {
     /// The lab file.
     #[arg(long, value_name = "FILE", default_value = "lab/homelab.yaml")]
@@ -44,14 +53,8 @@ pub struct Args {
     #[arg(long)]
     pub json: bool,
 
-    /// Do not wait for the guests to be ready (their seed media then stay
-    /// until a later deploy sees them ready).
-    #[arg(long)]
-    pub no_wait: bool,
-
-    /// Seconds to wait for each guest to be ready.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
-    pub ready_timeout: u64,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// Change guests without taking a snapshot first (for storages that
     /// cannot snapshot; the plan shows which guests would get one).
@@ -64,6 +67,39 @@ pub struct Args {
 
     #[command(flatten)]
     pub conn: ConnArgs,
+}
+
+/// Whether, and how long, to wait for a guest to be ready after its start
+/// (deploy, rollback, restore).
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArgs {
+    /// Do not wait for the guest to be ready after its start.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Seconds to wait for the guest to be ready.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    pub ready_timeout: u64,
+}
+
+impl WaitArgs {
+    /// Unless `--no-wait`, waits (off the async runtime) until `guest` is
+    /// ready or `--ready-timeout` passes. False when told not to wait.
+    pub async fn ready(&self, lab: &model::lab::Lab, guest: &str) -> Result<bool> {
+        if self.no_wait {
+            return Ok(false);
+        }
+        eprintln!("{guest}: waiting until ready");
+        let (lab, guest) = (lab.clone(), guest.to_string());
+        let timeout = Duration::from_secs(self.ready_timeout);
+        let stop = AtomicBool::new(false);
+        tokio::task::spawn_blocking(move || {
+            crate::target::ready_blocking(&lab, &guest, timeout, &stop)
+        })
+        .await
+        .map_err(|e| anyhow!("readiness check crashed: {e}"))??;
+        Ok(true)
+    }
 }
 
 /// How to reach the API (besides the lab file and IMGBUILD_PVE_* variables).
@@ -149,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
             return Ok(());
         }
         let finishing = plan.has_work() && plan.changes() == 0;
-        if !plan.has_work() || (finishing && args.no_wait) {
+        if !plan.has_work() || (finishing && args.wait.no_wait) {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "outcome": [], "changed": false}))?);
             } else {
@@ -175,8 +211,8 @@ pub fn run(args: Args) -> Result<()> {
             &topo,
             apply::Options {
                 parallel: args.parallel as usize,
-                wait: !args.no_wait,
-                ready_timeout: Duration::from_secs(args.ready_timeout),
+                wait: !args.wait.no_wait,
+                ready_timeout: Duration::from_secs(args.wait.ready_timeout),
                 work: work.path().to_path_buf(),
                 snapshot: !args.no_snapshot,
             },

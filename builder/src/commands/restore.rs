@@ -7,13 +7,11 @@
 //! something that is not this lab's guest is refused.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
 
-use super::deploy::{confirm, runtime, ConnArgs};
+use super::deploy::{confirm, runtime, ConnArgs, WaitArgs};
 use super::snapshot::check_names;
 use super::snapshots::age;
 use crate::model::lab;
@@ -41,13 +39,8 @@ pub struct Args {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// Do not wait for the guest to be ready after its start.
-    #[arg(long)]
-    pub no_wait: bool,
-
-    /// Seconds to wait for the guest to be ready.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
-    pub ready_timeout: u64,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     /// The list as JSON on stdout.
     #[arg(long)]
@@ -129,16 +122,10 @@ pub fn run(args: Args) -> Result<()> {
         restore::restore(&api, &g.node, g.kind, g.vmid, &b.volid, &spec.storage.images).await?;
         eprintln!("{}: starting", g.name);
         snapshot::start(&api, &g).await?;
-        if args.no_wait {
+        if !args.wait.ready(&lab, &g.name).await? {
             eprintln!("{}: restored from {} and started (not waited for: --no-wait)", g.name, b.volid);
             return Ok(());
         }
-        eprintln!("{}: waiting until ready", g.name);
-        let (lab2, name, timeout) = (lab.clone(), g.name.clone(), Duration::from_secs(args.ready_timeout));
-        let stop = Arc::new(AtomicBool::new(false));
-        tokio::task::spawn_blocking(move || crate::target::ready_blocking(&lab2, &name, timeout, &stop))
-            .await
-            .map_err(|e| anyhow!("readiness check crashed: {e}"))??;
         eprintln!("{}: restored from {} and ready", g.name, b.volid);
         Ok(())
     })

@@ -4,13 +4,10 @@
 //! not this lab's are refused.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use super::deploy::{confirm, runtime, ConnArgs};
+use super::deploy::{confirm, runtime, ConnArgs, WaitArgs};
 use super::snapshot::{check_names, deployed};
 use crate::model::lab;
 use crate::resolve;
@@ -34,13 +31,8 @@ pub struct Args {
     #[arg(long, short = 'y')]
     pub yes: bool,
 
-    /// Do not wait for the guest to be ready after its start.
-    #[arg(long)]
-    pub no_wait: bool,
-
-    /// Seconds to wait for the guest to be ready.
-    #[arg(long, value_name = "SECS", default_value_t = 900)]
-    pub ready_timeout: u64,
+    #[command(flatten)]
+    pub wait: WaitArgs,
 
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -99,16 +91,10 @@ pub fn run(args: Args) -> Result<()> {
         snapshot::rollback(&api, &g, &target.name).await?;
         eprintln!("{}: starting", g.name);
         snapshot::start(&api, &g).await?;
-        if args.no_wait {
+        if !args.wait.ready(&lab, &g.name).await? {
             eprintln!("{}: rolled back to {} and started (not waited for: --no-wait)", g.name, target.name);
             return Ok(());
         }
-        eprintln!("{}: waiting until ready", g.name);
-        let (lab2, name, timeout) = (lab.clone(), g.name.clone(), Duration::from_secs(args.ready_timeout));
-        let stop = Arc::new(AtomicBool::new(false));
-        tokio::task::spawn_blocking(move || crate::target::ready_blocking(&lab2, &name, timeout, &stop))
-            .await
-            .map_err(|e| anyhow!("readiness check crashed: {e}"))??;
         eprintln!("{}: rolled back to {} and ready", g.name, target.name);
         Ok(())
     })
