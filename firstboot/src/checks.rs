@@ -4,8 +4,8 @@
 
 use crate::http::{request, resolve, Response};
 use crate::plan::Check;
-use crate::sigv4;
 use anyhow::{anyhow, bail, Context, Result};
+use imgbuild_sigv4 as sigv4;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -12,7 +12,6 @@ pub mod http;
 pub mod madmin;
 pub mod plan;
 pub mod roles;
-pub mod sigv4;
 pub mod status;
 pub mod systemd;
 pub mod volumes;

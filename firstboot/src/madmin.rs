@@ -18,11 +18,11 @@
 //! memory budget, and these bodies never leave the guest (loopback).
 
 use crate::http::request;
-use crate::sigv4;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{anyhow, bail, Context, Result};
 use hmac::{Hmac, Mac};
+use imgbuild_sigv4 as sigv4;
 use sha2::Sha256;
 use std::fmt::Write as _;
 use std::net::SocketAddr;

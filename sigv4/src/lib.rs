@@ -1,6 +1,10 @@
-//! AWS Signature Version 4 for the few S3 calls the agent makes (create bucket).
+//! AWS Signature Version 4, the one signer of the workspace: the builder's
+//! `verify` signs its S3 round trip with it, the firstboot agent its bucket
+//! and MinIO admin calls. Its own tiny crate (sha2 + hmac) so the static agent
+//! stays small and both sides sign the same way.
 //!
-//! Implemented on sha2 + hmac; checked against AWS's published examples.
+//! Also the UTC calendar arithmetic `x-amz-date` needs ([`utc`]). Checked
+//! against AWS's published examples.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -96,25 +100,48 @@ pub fn authorization(
     )
 }
 
-/// Formats a Unix time as `YYYYMMDDTHHMMSSZ`.
-pub fn amz_date(unix: u64) -> String {
-    let days = (unix / 86400) as i64;
-    let secs = unix % 86400;
+/// A Unix time's calendar fields in UTC (proleptic Gregorian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Utc {
+    pub year: i64,
+    /// 1 to 12.
+    pub month: u32,
+    /// 1 to 31.
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+}
+
+/// The calendar fields of `unix` (seconds since 1970-01-01T00:00:00Z).
+pub fn utc(unix: u64) -> Utc {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    Utc {
+        year: yoe + era * 400 + i64::from(month <= 2),
+        month,
+        day,
+        hour: (secs / 3600) as u32,
+        minute: (secs / 60 % 60) as u32,
+        second: (secs % 60) as u32,
+    }
+}
+
+/// Formats a Unix time as `YYYYMMDDTHHMMSSZ` (ISO 8601 basic, UTC).
+pub fn amz_date(unix: u64) -> String {
+    let t = utc(unix);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -200,6 +227,19 @@ mod tests {
     fn dates() {
         assert_eq!(amz_date(0), "19700101T000000Z");
         assert_eq!(amz_date(1_440_938_160), "20150830T123600Z");
+        assert_eq!(amz_date(1_369_353_600), "20130524T000000Z");
         assert_eq!(amz_date(951_782_400), "20000229T000000Z");
+        assert_eq!(amz_date(1_796_004_959), "20261130T021559Z");
+        assert_eq!(
+            utc(4_107_542_399),
+            Utc {
+                year: 2100,
+                month: 2,
+                day: 28,
+                hour: 23,
+                minute: 59,
+                second: 59
+            }
+        );
     }
 }
