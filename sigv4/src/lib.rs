@@ -3,8 +3,9 @@
 //! and MinIO admin calls. Its own tiny crate (sha2 + hmac) so the static agent
 //! stays small and both sides sign the same way.
 //!
-//! Also the UTC calendar arithmetic `x-amz-date` needs ([`utc`]). Checked
-//! against AWS's published examples.
+//! Also the UTC calendar arithmetic `x-amz-date` needs ([`utc`]), which the
+//! builder reuses for its other UTC stamps (snapshot names, ISO 9660 dates)
+//! rather than keep a copy. Checked against AWS's published examples.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};

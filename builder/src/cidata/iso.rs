@@ -4,6 +4,7 @@
 //! primary tree, whose own names are ISO level 1 (8.3, upper case).
 
 use anyhow::{ensure, Result};
+use imgbuild_sigv4::utc;
 
 use super::CidataFiles;
 
@@ -41,48 +42,27 @@ fn both32(v: u32) -> [u8; 8] {
     [l[0], l[1], l[2], l[3], b[0], b[1], b[2], b[3]]
 }
 
-/// (year, month, day, hour, minute, second) in UTC.
-fn civil(epoch: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = (epoch / 86_400) as i64;
-    let secs = epoch % 86_400;
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        month,
-        day,
-        (secs / 3600) as u32,
-        (secs / 60 % 60) as u32,
-        (secs % 60) as u32,
-    )
-}
-
 /// The 7-byte directory record date.
 fn record_date(epoch: u64) -> [u8; 7] {
-    let (y, mo, d, h, mi, s) = civil(epoch);
+    let t = utc(epoch);
     [
-        (y - 1900).clamp(0, 255) as u8,
-        mo as u8,
-        d as u8,
-        h as u8,
-        mi as u8,
-        s as u8,
+        (t.year - 1900).clamp(0, 255) as u8,
+        t.month as u8,
+        t.day as u8,
+        t.hour as u8,
+        t.minute as u8,
+        t.second as u8,
         0,
     ]
 }
 
 /// The 17-byte volume descriptor date.
 fn volume_date(epoch: u64) -> [u8; 17] {
-    let (y, mo, d, h, mi, s) = civil(epoch);
-    let text = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}00");
+    let t = utc(epoch);
+    let text = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}00",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    );
     let mut out = [0u8; 17];
     out[..16].copy_from_slice(text.as_bytes());
     out
@@ -484,11 +464,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1, 0, 0, 0));
-        assert_eq!(civil(1_704_067_200), (2024, 1, 1, 0, 0, 0));
-        assert_eq!(civil(951_782_400 + 3661), (2000, 2, 29, 1, 1, 1));
+    fn dates() {
+        assert_eq!(record_date(0), [70, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(record_date(951_782_400 + 3661), [100, 2, 29, 1, 1, 1, 0]);
         assert_eq!(&volume_date(1_704_067_200)[..16], b"2024010100000000");
+        assert_eq!(&volume_date(951_782_400 + 3661)[..16], b"2000022901010100");
     }
 
     #[test]
