@@ -684,18 +684,7 @@ async fn ensure_image(ctx: &Ctx<'_>, d: &Desired) -> Result<String> {
 /// uploads it unless it is there; returns its volid.
 async fn ensure_seed_media(ctx: &Ctx<'_>, d: &Desired) -> Result<String> {
     let s = &d.spec;
-    let (storage, content, name) = match s.kind {
-        GuestKind::Vm => (
-            &s.storage.iso,
-            "iso",
-            state::iso_name(&ctx.topo.name, &s.name, &d.seed_hash),
-        ),
-        GuestKind::Lxc => (
-            &s.storage.vztmpl,
-            "vztmpl",
-            state::template_name(&ctx.topo.name, &s.name, &d.seed_hash),
-        ),
-    };
+    let (storage, content, name) = d.seed_media(&ctx.topo.name);
     let volid = volid(storage, content, &name);
     if ctx
         .volumes
@@ -839,18 +828,7 @@ async fn sha256_file(file: &Path) -> Result<String> {
 /// the volume (ISO or template). Both steps are skipped when already done.
 async fn remove_media(ctx: &Ctx<'_>, d: &Desired) -> Result<()> {
     let s = &d.spec;
-    let (storage, content, name) = match s.kind {
-        GuestKind::Vm => (
-            &s.storage.iso,
-            "iso",
-            state::iso_name(&ctx.topo.name, &s.name, &d.seed_hash),
-        ),
-        GuestKind::Lxc => (
-            &s.storage.vztmpl,
-            "vztmpl",
-            state::template_name(&ctx.topo.name, &s.name, &d.seed_hash),
-        ),
-    };
+    let (storage, content, name) = d.seed_media(&ctx.topo.name);
     let vid = volid(storage, content, &name);
     if s.kind == GuestKind::Vm {
         let base = state::guest_path(&s.node, s.kind, s.vmid);

@@ -30,6 +30,26 @@ pub struct Desired {
     pub tags: Vec<String>,
 }
 
+impl Desired {
+    /// Where the guest's seed media go: (storage, content type, volume
+    /// name). A cidata ISO for a VM, a personalized template for a container.
+    pub fn seed_media(&self, lab: &str) -> (&str, &'static str, String) {
+        let s = &self.spec;
+        match s.kind {
+            GuestKind::Vm => (
+                &s.storage.iso,
+                "iso",
+                state::iso_name(lab, &s.name, &self.seed_hash),
+            ),
+            GuestKind::Lxc => (
+                &s.storage.vztmpl,
+                "vztmpl",
+                state::template_name(lab, &s.name, &self.seed_hash),
+            ),
+        }
+    }
+}
+
 /// The baked image of `name` in `dist`: its file and sha256 (from the manifest
 /// bake wrote next to it, checked against the file's size).
 pub fn image_in(dist: &Path, name: &str, kind: GuestKind) -> Result<(PathBuf, String)> {
@@ -241,15 +261,10 @@ pub fn wanted_volumes(lab: &str, want: &[Desired]) -> std::collections::BTreeSet
     let mut keep = std::collections::BTreeSet::new();
     for d in want {
         let s = &d.spec;
-        match s.kind {
-            GuestKind::Vm => {
-                keep.insert(state::import_name(lab, &s.image, &d.image_sha));
-                keep.insert(state::iso_name(lab, &s.name, &d.seed_hash));
-            }
-            GuestKind::Lxc => {
-                keep.insert(state::template_name(lab, &s.name, &d.seed_hash));
-            }
+        if s.kind == GuestKind::Vm {
+            keep.insert(state::import_name(lab, &s.image, &d.image_sha));
         }
+        keep.insert(d.seed_media(lab).2);
     }
     keep
 }
@@ -339,10 +354,7 @@ pub fn diff(lab: &str, want: &[Desired], actual: &[Resource], leftovers: &[Volum
                     if !r.running() {
                         changes.push(Change::Start);
                     }
-                    let media = match s.kind {
-                        GuestKind::Vm => state::iso_name(lab, &s.name, &d.seed_hash),
-                        GuestKind::Lxc => state::template_name(lab, &s.name, &d.seed_hash),
-                    };
+                    let (_, _, media) = d.seed_media(lab);
                     let pending = leftovers.iter().any(|v| v.name() == media);
                     if pending && s.kind == GuestKind::Lxc {
                         changes.push(Change::RemoveTemplate);
