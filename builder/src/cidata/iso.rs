@@ -83,6 +83,30 @@ struct Rec<'a> {
     su: &'a [u8],
 }
 
+impl<'a> Rec<'a> {
+    /// A directory (one sector) at `extent`.
+    fn dir(name: Vec<u8>, extent: usize, su: &'a [u8]) -> Self {
+        Rec {
+            name,
+            extent,
+            size: SECTOR,
+            dir: true,
+            su,
+        }
+    }
+
+    /// A file of `size` bytes at `extent`.
+    fn file(name: Vec<u8>, extent: usize, size: usize, su: &'a [u8]) -> Self {
+        Rec {
+            name,
+            extent,
+            size,
+            dir: false,
+            su,
+        }
+    }
+}
+
 fn dir_record(r: &Rec, date: [u8; 7]) -> Vec<u8> {
     let name_len = r.name.len();
     let pad = usize::from(name_len % 2 == 0);
@@ -256,120 +280,46 @@ pub fn build(files: &CidataFiles, epoch: u64) -> Result<Vec<u8>> {
     let seed_su = [su_px(seed.3, 1), su_nm(seed.1)].concat();
 
     let mut root_recs = vec![
-        Rec {
-            name: vec![0],
-            extent: ROOT,
-            size: SECTOR,
-            dir: true,
-            su: &root_dot_su,
-        },
-        Rec {
-            name: vec![1],
-            extent: ROOT,
-            size: SECTOR,
-            dir: true,
-            su: &dir_px,
-        },
-        Rec {
-            name: b"IMGBUILD".to_vec(),
-            extent: SUB,
-            size: SECTOR,
-            dir: true,
-            su: &sub_su,
-        },
+        Rec::dir(vec![0], ROOT, &root_dot_su),
+        Rec::dir(vec![1], ROOT, &dir_px),
+        Rec::dir(b"IMGBUILD".to_vec(), SUB, &sub_su),
     ];
     for (i, f) in root_files.iter().enumerate() {
-        root_recs.push(Rec {
-            name: f.0.as_bytes().to_vec(),
-            extent: root_extents[i],
-            size: f.2.len(),
-            dir: false,
-            su: &file_su[i],
-        });
+        root_recs.push(Rec::file(
+            f.0.as_bytes().to_vec(),
+            root_extents[i],
+            f.2.len(),
+            &file_su[i],
+        ));
     }
     put(ROOT, &dir_sector(&root_recs, date));
     let sub_recs = [
-        Rec {
-            name: vec![0],
-            extent: SUB,
-            size: SECTOR,
-            dir: true,
-            su: &sub_px,
-        },
-        Rec {
-            name: vec![1],
-            extent: ROOT,
-            size: SECTOR,
-            dir: true,
-            su: &dir_px,
-        },
-        Rec {
-            name: seed.0.as_bytes().to_vec(),
-            extent: seed_extent,
-            size: seed.2.len(),
-            dir: false,
-            su: &seed_su,
-        },
+        Rec::dir(vec![0], SUB, &sub_px),
+        Rec::dir(vec![1], ROOT, &dir_px),
+        Rec::file(
+            seed.0.as_bytes().to_vec(),
+            seed_extent,
+            seed.2.len(),
+            &seed_su,
+        ),
     ];
     put(SUB, &dir_sector(&sub_recs, date));
     put(CE_AREA, &er_entry());
 
     // Joliet tree (UCS-2 big-endian names, no Rock Ridge).
     let mut jroot = vec![
-        Rec {
-            name: vec![0],
-            extent: JROOT,
-            size: SECTOR,
-            dir: true,
-            su: &[],
-        },
-        Rec {
-            name: vec![1],
-            extent: JROOT,
-            size: SECTOR,
-            dir: true,
-            su: &[],
-        },
-        Rec {
-            name: ucs2("imgbuild"),
-            extent: JSUB,
-            size: SECTOR,
-            dir: true,
-            su: &[],
-        },
+        Rec::dir(vec![0], JROOT, &[]),
+        Rec::dir(vec![1], JROOT, &[]),
+        Rec::dir(ucs2("imgbuild"), JSUB, &[]),
     ];
     for (i, f) in root_files.iter().enumerate() {
-        jroot.push(Rec {
-            name: ucs2(f.1),
-            extent: root_extents[i],
-            size: f.2.len(),
-            dir: false,
-            su: &[],
-        });
+        jroot.push(Rec::file(ucs2(f.1), root_extents[i], f.2.len(), &[]));
     }
     put(JROOT, &dir_sector(&jroot, date));
     let jsub = [
-        Rec {
-            name: vec![0],
-            extent: JSUB,
-            size: SECTOR,
-            dir: true,
-            su: &[],
-        },
-        Rec {
-            name: vec![1],
-            extent: JROOT,
-            size: SECTOR,
-            dir: true,
-            su: &[],
-        },
-        Rec {
-            name: ucs2(seed.1),
-            extent: seed_extent,
-            size: seed.2.len(),
-            dir: false,
-            su: &[],
-        },
+        Rec::dir(vec![0], JSUB, &[]),
+        Rec::dir(vec![1], JROOT, &[]),
+        Rec::file(ucs2(seed.1), seed_extent, seed.2.len(), &[]),
     ];
     put(JSUB, &dir_sector(&jsub, date));
 
@@ -422,16 +372,7 @@ pub fn build(files: &CidataFiles, epoch: u64) -> Result<Vec<u8>> {
         d[132..140].copy_from_slice(&both32(pt_len as u32));
         d[140..144].copy_from_slice(&(l as u32).to_le_bytes());
         d[148..152].copy_from_slice(&(m as u32).to_be_bytes());
-        let root_rec = dir_record(
-            &Rec {
-                name: vec![0],
-                extent: root,
-                size: SECTOR,
-                dir: true,
-                su: &[],
-            },
-            date,
-        );
+        let root_rec = dir_record(&Rec::dir(vec![0], root, &[]), date);
         d[156..190].copy_from_slice(&root_rec);
         d[190..318].copy_from_slice(&text("", 128)); // volume set
         d[318..446].copy_from_slice(&text("", 128)); // publisher
