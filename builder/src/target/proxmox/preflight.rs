@@ -135,20 +135,18 @@ pub fn check(c: &Cluster, topo: &Topology, lab_tag_name: &str) -> Vec<String> {
     }
     // Privileges.
     let mut missing: Vec<String> = Vec::new();
+    let mut require = |path: String, privs: &[&str]| {
+        let lack: Vec<&str> = privs.iter().copied().filter(|p| !c.has(&path, p)).collect();
+        if !lack.is_empty() {
+            missing.push(format!("{} on {path}", lack.join(", ")));
+        }
+    };
     // Each guest's vmid, and the holder that keeps its data volume across upgrades.
     let vmids = topo.guests.iter().flat_map(|g| {
         std::iter::once(g.vmid).chain(g.data.as_ref().map(|_| super::volumes::holder_vmid(g.vmid)))
     });
     for vmid in vmids {
-        let path = format!("/vms/{vmid}");
-        let lack: Vec<&str> = VM_PRIVS
-            .iter()
-            .copied()
-            .filter(|p| !c.has(&path, p))
-            .collect();
-        if !lack.is_empty() {
-            missing.push(format!("{} on {path}", lack.join(", ")));
-        }
+        require(format!("/vms/{vmid}"), VM_PRIVS);
     }
     let mut storages = BTreeSet::new();
     for g in &topo.guests {
@@ -164,19 +162,13 @@ pub fn check(c: &Cluster, topo: &Topology, lab_tag_name: &str) -> Vec<String> {
         }
     }
     for s in storages {
-        let path = format!("/storage/{s}");
-        let lack: Vec<&str> = STORAGE_PRIVS
-            .iter()
-            .copied()
-            .filter(|p| !c.has(&path, p))
-            .collect();
-        if !lack.is_empty() {
-            missing.push(format!("{} on {path}", lack.join(", ")));
-        }
+        require(format!("/storage/{s}"), STORAGE_PRIVS);
     }
-    let bridge_path = format!("/sdn/zones/localnetwork/{}", topo.bridge);
-    if (maj, min) >= (8, 0) && !c.has(&bridge_path, "SDN.Use") {
-        missing.push(format!("SDN.Use on {bridge_path}"));
+    if (maj, min) >= (8, 0) {
+        require(
+            format!("/sdn/zones/localnetwork/{}", topo.bridge),
+            &["SDN.Use"],
+        );
     }
     if !missing.is_empty() {
         problems.push(format!(
