@@ -176,14 +176,7 @@ pub fn action_name(a: &Action) -> &'static str {
 /// The plan step in words, for a snapshot's description.
 fn step_text(a: &Action) -> String {
     match a {
-        Action::Update { changes } => format!(
-            "update in place: {}",
-            changes
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Action::Update { changes } => format!("update in place: {}", Change::list(changes)),
         Action::Replace { reasons } => format!("replace: {}", reasons.join("; ")),
         other => action_name(other).to_string(),
     }
@@ -568,17 +561,7 @@ async fn update(ctx: &Ctx<'_>, d: &Desired, changes: &[Change]) -> Result<()> {
         }
     }
     if !cfg.is_empty() {
-        say(
-            &s.name,
-            format!(
-                "updating {}",
-                changes
-                    .iter()
-                    .map(|c| c.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
+        say(&s.name, format!("updating {}", Change::list(changes)));
         ctx.api
             .put(&format!("{base}/config"), &cfg, Idempotence::Safe)
             .await?;

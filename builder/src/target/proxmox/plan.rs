@@ -137,6 +137,17 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// `changes` in words, comma-separated, as the plan and the log show them.
+    pub fn list(changes: &[Change]) -> String {
+        changes
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 impl std::fmt::Display for Change {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -427,17 +438,9 @@ impl Plan {
         for g in &self.guests {
             let (sym, what) = match &g.action {
                 Action::Create => ("+", "create".to_string()),
-                Action::Update { changes } => (
-                    "~",
-                    format!(
-                        "update in place: {}",
-                        changes
-                            .iter()
-                            .map(|c| c.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ),
+                Action::Update { changes } => {
+                    ("~", format!("update in place: {}", Change::list(changes)))
+                }
                 Action::Replace { reasons }
                     if matches!(g.data, Some(super::volumes::DataStep::Kept { .. })) =>
                 {
