@@ -20,6 +20,7 @@
 mod e2e;
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -362,6 +363,31 @@ fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothin
         ),
     );
 
+    // `unprivileged: 1` honoured: shifted ids on the host.
+    let run: Value = serde_json::from_slice(
+        &std::fs::read(state.join(format!("pve/handoff/run/{VMID}/running.json"))).unwrap(),
+    )
+    .unwrap();
+    let nspawn = run["pid"]["pid"]
+        .as_u64()
+        .expect("running.json names nspawn") as u32;
+    let leader = e2e::userns::leader(nspawn).expect("the container's init");
+    let vols = state.join("pve/handoff/volumes/local-lvm");
+    let root = vols.join(format!("vm-{VMID}-disk-0"));
+    let line = e2e::userns::assert_unprivileged(leader, &root, &["minio-user"]);
+    let mp0_vol = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("mp0: local-lvm:"))
+        .and_then(|v| v.split(',').next())
+        .expect("mp0 on local-lvm");
+    let mp0 = std::fs::metadata(vols.join(mp0_vol)).unwrap();
+    assert_eq!(
+        mp0.uid(),
+        e2e::userns::host_uid(&root, "minio-user"),
+        "mp0's top on the host: minio-user, shifted"
+    );
+    say(t0, line);
+
     // 3. destroy: stopped and removed, nothing left.
     let t = Instant::now();
     let o = run_timeout(
@@ -403,6 +429,7 @@ fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothin
     assert!(procs.is_empty(), "processes left: {procs:?}");
     let links = ns.ip(&["-o", "link"]).unwrap().stdout;
     assert!(!links.contains(&format!("veth{VMID}i0")), "{links}");
+    e2e::userns::assert_no_cgroups(&format!("pve{VMID}-"));
     sd.stop();
     say(t0, "destroy left nothing");
 }

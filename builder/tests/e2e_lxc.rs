@@ -40,6 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use e2e::up::UpLab;
+use e2e::userns;
 use e2e::*;
 use imgbuild_seed::status::{State, Status, StepState};
 
@@ -93,13 +94,15 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
     let rootfs = lab.guest_dir(GUEST).join("rootfs");
     let seed = rootfs.join("etc/imgbuild/seed.yaml");
     let meta = fs::metadata(&seed).expect("the personalized template carries the seed");
+    // Extracted unprivileged, as pct does: root's file is the host's 100000.
     assert_eq!(
         (meta.mode() & 0o7777, meta.uid(), meta.gid()),
-        (0o600, 0, 0),
+        (0o600, userns::BASE, userns::BASE),
         "{} after pct's extraction",
         seed.display()
     );
     let status = agent_ready(&rootfs);
+    unprivileged_checks(&lab, &rootfs, t0);
     let id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
         fs::read(&seed).unwrap(),
     ));
@@ -310,6 +313,47 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
     );
 }
 
+/// The container runs unprivileged as on Proxmox: from the host, its
+/// processes have uids 100000 and up (the object store's its account's,
+/// shifted), its root and data volume are owned by shifted ids; inside, it
+/// sees its own accounts.
+fn unprivileged_checks(lab: &UpLab, rootfs: &Path, t0: Instant) {
+    let leader = leader(lab).expect("the container's init");
+    let line = userns::assert_unprivileged(leader, rootfs, &["minio-user", "spark"]);
+    let volume = lab.labdir.dir.join("data").join(GUEST).join("volume");
+    let m = fs::metadata(&volume).unwrap();
+    let minio = userns::host_uid(rootfs, "minio-user");
+    assert_eq!(
+        m.uid(),
+        minio,
+        "the data volume on the host: minio-user shifted"
+    );
+    let o = lab.run(
+        lab.cmd("ssh").args([
+            GUEST,
+            "stat",
+            "-c",
+            "%U:%G",
+            "/var/lib/minio",
+            "/etc/passwd",
+            "/usr/local/sbin/firstboot",
+        ]),
+        Duration::from_secs(60),
+        "imgbuild ssh lab1 stat",
+    );
+    assert!(o.ok(), "{}", o.stderr);
+    let owners: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        owners,
+        ["minio-user:minio-user", "root:root", "root:root"],
+        "the guest sees its own accounts"
+    );
+    say(
+        t0,
+        format!("{line}; the volume is host uid {minio}, minio-user inside"),
+    );
+}
+
 /// Adds a payload entry to the test recipe: a small checksum file of the
 /// mirror installed at `/usr/local/share/imgbuild-e2e-<marker>`,
 /// pinned inline. A real change of the image (one more file), so its digest
@@ -426,6 +470,32 @@ fn upgrades_keep_data(lab: &UpLab, rootfs: &Path, t0: Instant) {
     let in_old_root = rootfs.join("root/written-before-the-upgrade");
     fs::write(&in_old_root, b"the old root").unwrap();
 
+    // The volume as a privileged run (imgbuild before unprivileged
+    // containers) left it: the guest powered off, its data owned by the
+    // unshifted ids. The upgrade's start shifts it back in place.
+    let _ = lab.run(
+        lab.cmd("ssh").args([GUEST, "systemctl", "poweroff"]),
+        Duration::from_secs(60),
+        "imgbuild ssh lab1 systemctl poweroff",
+    );
+    e2e::poll(
+        "the container powers off",
+        Duration::from_secs(90),
+        Duration::from_millis(500),
+        |why| {
+            let st = lab.status();
+            *why = row(&st, GUEST)["state"].to_string();
+            Ok((row(&st, GUEST)["state"] == "stopped").then_some(()))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let n = userns::unshift_tree(&volume);
+    let minio_uid = userns::host_uid(rootfs, "minio-user");
+    assert_eq!(
+        fs::metadata(&volume).unwrap().uid(),
+        minio_uid - userns::BASE
+    );
+
     // A normal upgrade.
     let sha0 = image_sha(lab);
     add_marker_to_recipe(lab, "upgrade-1");
@@ -452,6 +522,12 @@ fn upgrades_keep_data(lab: &UpLab, rootfs: &Path, t0: Instant) {
     for (b, k, body) in &objects {
         assert!(get(b, k) == *body, "{b}/{k} changed across the upgrade");
     }
+    let shifted = userns::assert_tree_shifted(&volume);
+    assert_eq!(fs::metadata(&volume).unwrap().uid(), minio_uid);
+    say(
+        t0,
+        format!("upgrade over a privileged run's volume: {n} entries unshifted before, {shifted} owned by shifted ids after, objects intact"),
+    );
     say(
         t0,
         format!(

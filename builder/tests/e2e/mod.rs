@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod up;
+pub mod userns;
 
 use std::fs;
 use std::io::{Read, Write};

@@ -224,6 +224,7 @@ impl UpLab {
             left.join("\n")
         );
         assert!(!self.labdir.dir.exists(), "{state} is left");
+        super::userns::assert_no_cgroups(machine_tag);
         for d in ["propagate", "unix-export"] {
             let p = Path::new("/run/systemd/nspawn").join(d);
             if let Ok(rd) = std::fs::read_dir(&p) {

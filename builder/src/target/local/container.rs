@@ -3,7 +3,15 @@
 //! writes before the first start (PVE::LXC::Setup::Ubuntu: the interface's
 //! systemd-networkd file, resolv.conf, hostname, hosts), then booted with
 //! `systemd-nspawn --boot` on a veth into the lab's namespace. Works without
-//! systemd as the host's PID 1 (`--register=no --keep-unit`).
+//! systemd as the host's PID 1 (`--register=no --keep-unit`, a cgroup of its
+//! own: [`super::cgroup`]).
+//!
+//! Unprivileged (an [`IdMap`], as `unprivileged: 1` on Proxmox): the template
+//! is extracted inside a user namespace with the map, as pct does, so the
+//! root is owned by the shifted ids; what the runner writes into it is
+//! given to the container's root; the data volumes are shifted to the map
+//! when they hold the other mode's ids ([`super::userns::conform`]); nspawn
+//! runs it with `--private-users=BASE:COUNT` and leaves ownership alone.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -14,6 +22,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::net::Netns;
 use super::sys::run;
+use super::userns::{self, IdMap};
 
 /// The network settings Proxmox writes for a container's `net0`.
 #[derive(Debug, Clone)]
@@ -27,19 +36,28 @@ pub struct CtNet {
 
 /// Extracts `template` into `rootfs` (which must not exist yet) with pct's
 /// tar flags, then writes what pct writes before a start.
-pub fn create(template: &Path, rootfs: &Path, net: &CtNet) -> Result<()> {
-    extract(template, rootfs)?;
-    pct_prepare(rootfs, net)
+pub fn create(template: &Path, rootfs: &Path, net: &CtNet, map: Option<IdMap>) -> Result<()> {
+    extract(template, rootfs, map)?;
+    pct_prepare(rootfs, net, map)
 }
 
 /// Extracts `template` into `rootfs` (which must not exist yet) with pct's
-/// tar flags (PVE::LXC::Create::restore_archive).
-pub fn extract(template: &Path, rootfs: &Path) -> Result<()> {
+/// tar flags (PVE::LXC::Create::restore_archive): unprivileged, as the
+/// container's root inside a user namespace with `map` (pct's
+/// `lxc-usernsexec`), into a root directory owned by it.
+pub fn extract(template: &Path, rootfs: &Path, map: Option<IdMap>) -> Result<()> {
     fs::create_dir(rootfs).with_context(|| format!("creating {}", rootfs.display()))?;
+    userns::own(rootfs, map)?;
     let file =
         fs::File::open(template).with_context(|| format!("opening {}", template.display()))?;
+    let ns = map.map(userns::UserNs::new).transpose()?;
+    let mut tar = match &ns {
+        Some(ns) => ns.command("tar"),
+        None => Command::new("tar"),
+    };
+    // From inside the root (the shifted ids may not reach it by its path).
     run(
-        Command::new("tar")
+        tar.current_dir(rootfs)
             .args([
                 "xpf",
                 "-",
@@ -56,26 +74,32 @@ pub fn extract(template: &Path, rootfs: &Path) -> Result<()> {
                 "--warning=no-file-ignored",
                 "--warning=no-xattr-write",
                 "-C",
+                ".",
             ])
-            .arg(rootfs)
             .args(["--skip-old-files", "--anchored", "--exclude", "./dev/*"])
             .stdin(file),
-        &format!("extracting {} as pct does", template.display()),
+        &format!(
+            "extracting {} as pct does{}",
+            template.display(),
+            if map.is_some() { " (unprivileged)" } else { "" }
+        ),
     )?;
     Ok(())
 }
 
-/// What pct writes into an Ubuntu container's root before it starts.
-pub fn pct_prepare(rootfs: &Path, net: &CtNet) -> Result<()> {
+/// What pct writes into an Ubuntu container's root before it starts, owned
+/// by the container's root.
+pub fn pct_prepare(rootfs: &Path, net: &CtNet, map: Option<IdMap>) -> Result<()> {
     let w = |rel: &str, text: String| -> Result<()> {
         let p = rootfs.join(rel);
         if fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
             fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
         }
-        if let Some(dir) = p.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        if let Some(dir) = Path::new(rel).parent() {
+            userns::mkdirs(rootfs, dir, map)?;
         }
-        fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+        fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        userns::own(&p, map)
     };
     w(
         "etc/systemd/network/eth0.network",
@@ -114,12 +138,14 @@ pub fn pct_prepare(rootfs: &Path, net: &CtNet) -> Result<()> {
             .map(|d| rootfs.join(d).join(unit))
             .find(|p| p.is_file())
             .ok_or_else(|| anyhow!("the template has no {unit}"))?;
-        let link = rootfs.join("etc/systemd/system").join(wants).join(unit);
+        let rel = Path::new("etc/systemd/system").join(wants);
+        let link = rootfs.join(&rel).join(unit);
         if fs::symlink_metadata(&link).is_err() {
-            fs::create_dir_all(link.parent().unwrap_or(rootfs))?;
+            userns::mkdirs(rootfs, &rel, map)?;
             let abs = Path::new("/").join(target.strip_prefix(rootfs).unwrap_or(&target));
             std::os::unix::fs::symlink(abs, &link)
                 .with_context(|| format!("linking {}", link.display()))?;
+            userns::own(&link, map)?;
         }
     }
     Ok(())
@@ -134,19 +160,51 @@ pub struct CtSpec {
     /// The veth's host side (in the lab namespace); the guest sees `eth0`.
     pub veth: String,
     pub console_log: PathBuf,
-    /// Extra `--bind=` arguments (the data volume, as Proxmox's `mp0`).
-    pub binds: Vec<String>,
+    /// (host directory, path in the container) of each data volume, as
+    /// Proxmox's `mpN`.
+    pub mounts: Vec<(PathBuf, String)>,
+    /// The container's id map; None: privileged.
+    pub map: Option<IdMap>,
 }
 
 /// Starts `systemd-nspawn --boot` inside `netns` (nsenter switches only the
 /// network namespace: nspawn needs the host's /sys), detached from our
-/// process group so it outlives `imgbuild up`.
+/// process group so it outlives `imgbuild up`. The volumes are first made
+/// the container's ([`userns::conform`]: data a run in the other mode
+/// left is shifted in place, never lost).
 pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
     use std::os::unix::process::CommandExt;
+    let mut binds = Vec::new();
+    for (host, mount) in &spec.mounts {
+        let n = userns::conform(host, spec.map)
+            .with_context(|| format!("giving the volume {} to the container", host.display()))?;
+        if n.entries > 0 {
+            tracing::info!(
+                "{}: {} entries shifted to the container's ids ({})",
+                host.display(),
+                n.entries,
+                match spec.map {
+                    Some(m) => format!("unprivileged, base {}", m.base),
+                    None => "privileged".into(),
+                }
+            );
+        }
+        binds.push(nspawn_bind(host, mount));
+    }
     let log = fs::File::create(&spec.console_log)
         .with_context(|| format!("creating {}", spec.console_log.display()))?;
     let _ = fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&spec.machine));
-    Command::new("nsenter")
+    let cgroups = super::cgroup::prepare(&spec.machine)?;
+    // nspawn must start inside its group: a shell joins it, then execs.
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#,
+        "sh",
+    ])
+    .args(&cgroups)
+    .arg("--");
+    cmd.arg("nsenter")
         .arg(format!("--net={}", netns.path().display()))
         .arg("--")
         .arg("systemd-nspawn")
@@ -154,8 +212,12 @@ pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
         // The host may have no systemd/machined: do not register with it.
         .args(["--register=no", "--keep-unit"])
         .arg(format!("--network-veth-extra={}:eth0", spec.veth))
-        .args(&spec.binds)
-        .arg("-D")
+        .args(&binds);
+    if let Some(m) = spec.map {
+        // The tree is shifted already (extracted in the namespace).
+        cmd.arg(m.nspawn_arg()).arg("--private-users-ownership=off");
+    }
+    cmd.arg("-D")
         .arg(&spec.rootfs)
         .args(["-M", &spec.machine])
         .stdin(Stdio::null())
@@ -166,20 +228,41 @@ pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
         .context("starting systemd-nspawn (package systemd-container)")
 }
 
+/// systemd-nspawn's `--bind=` argument (`:` and `\` in paths escaped as
+/// nspawn reads them).
+pub fn nspawn_bind(host: &Path, mount: &str) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    format!("--bind={}:{}", esc(&host.to_string_lossy()), esc(mount))
+}
+
 /// The container's init: nspawn's child.
 pub fn leader(nspawn_pid: u32) -> Option<u32> {
     super::sys::children(nspawn_pid).into_iter().next()
 }
 
-/// Leftovers nspawn keeps under /run for a machine.
+/// Leftovers nspawn keeps under /run for a machine, and its cgroups.
 pub fn remove_runtime_dirs(machine: &str) {
     for d in ["propagate", "unix-export"] {
         let _ = fs::remove_dir_all(Path::new("/run/systemd/nspawn").join(d).join(machine));
     }
+    super::cgroup::remove(machine);
 }
 
 /// The agent's status in a container's root, when it wrote one.
 pub fn status(rootfs: &Path) -> Option<serde_json::Value> {
     let p = rootfs.join("var/lib/imgbuild/status.json");
     serde_json::from_slice(&fs::read(p).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_argument_escapes_colons() {
+        assert_eq!(
+            nspawn_bind(Path::new("/srv/a:b/volume"), "/var/lib/minio"),
+            "--bind=/srv/a\\:b/volume:/var/lib/minio"
+        );
+    }
 }

@@ -69,8 +69,9 @@ const DISK: &str = "data.qcow2";
 
 /// Creates the volume when missing, under a 0700 parent: a container's
 /// directory (root's, 0755, like the root of a fresh file system; the
-/// object-store role sets its owner and mode), a VM's blank qcow2 (firstboot
-/// formats it). An existing volume is left exactly as it is. Returns whether
+/// container's start gives it to the container's root, shifted when
+/// unprivileged; the object-store role sets its owner and mode), a VM's
+/// blank qcow2 (firstboot formats it). An existing volume is left exactly as it is. Returns whether
 /// it was created.
 pub fn ensure(v: &LocalVolume) -> Result<bool> {
     use std::os::unix::fs::DirBuilderExt;
@@ -94,17 +95,6 @@ pub fn ensure(v: &LocalVolume) -> Result<bool> {
         .create(&v.host)
         .with_context(|| format!("creating the data volume {}", v.host.display()))?;
     Ok(true)
-}
-
-/// systemd-nspawn's `--bind=` argument for the volume (`:` and `\` in
-/// paths escaped as nspawn reads them).
-pub fn nspawn_bind(v: &LocalVolume) -> String {
-    let esc = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
-    format!(
-        "--bind={}:{}",
-        esc(&v.host.to_string_lossy()),
-        esc(&v.mount)
-    )
 }
 
 /// Guests with a volume in the lab directory, by name (to report what
@@ -213,15 +203,5 @@ mod tests {
         };
         let names: Vec<String> = kept(&labdir).into_iter().map(|(g, _)| g).collect();
         assert_eq!(names, ["minio", "vm"]);
-    }
-
-    #[test]
-    fn bind_argument_escapes_colons() {
-        let v = LocalVolume {
-            host: "/srv/a:b/volume".into(),
-            mount: "/var/lib/minio".into(),
-            disk_gib: None,
-        };
-        assert_eq!(nspawn_bind(&v), "--bind=/srv/a\\:b/volume:/var/lib/minio");
     }
 }

@@ -13,6 +13,7 @@ use super::images::Baked;
 use super::net::{self, Netns};
 use super::state::{GuestState, LabDir};
 use super::sys::{private_dir, Proc};
+use super::userns::IdMap;
 use super::vm::{self, Accel, VmSpec};
 use crate::cidata;
 use crate::model::lab::{Guest, GuestKind, Lab};
@@ -53,9 +54,19 @@ impl Desired<'_> {
             net.dns,
             self.data.as_ref().map(|v| &v.mount)
         );
+        // Containers: how the root was extracted (a root from before
+        // unprivileged containers is recreated, not booted shifted).
+        let text = match (g.kind, CT_IDMAP) {
+            (GuestKind::Lxc, Some(m)) => format!("{text} idmap={}:{}", m.base, m.count),
+            _ => text,
+        };
         hex::encode(Sha256::digest(text.as_bytes()))
     }
 }
+
+/// Containers run unprivileged with Proxmox's id map, as `deploy` creates
+/// them (`unprivileged: 1`).
+pub const CT_IDMAP: Option<IdMap> = Some(IdMap::PVE);
 
 fn rootfs(dir: &Path) -> PathBuf {
     dir.join("rootfs")
@@ -111,7 +122,7 @@ pub fn create_and_start(
                 gateway: d.lab.network.gateway,
                 dns: d.lab.network.dns.clone(),
             };
-            container::create(&personal, &rootfs(&dir), &net)?;
+            container::create(&personal, &rootfs(&dir), &net, CT_IDMAP)?;
             std::fs::remove_file(&personal)
                 .with_context(|| format!("removing {}", personal.display()))?;
         }
@@ -178,7 +189,12 @@ pub fn start(
                 rootfs: rootfs(&dir),
                 veth: veth.clone(),
                 console_log: console_log(&dir),
-                binds: d.data.iter().map(super::data::nspawn_bind).collect(),
+                mounts: d
+                    .data
+                    .iter()
+                    .map(|v| (v.host.clone(), v.mount.clone()))
+                    .collect(),
+                map: CT_IDMAP,
             };
             let mut child = container::start(netns, &spec)?;
             let pid = child.id();

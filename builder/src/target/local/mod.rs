@@ -13,7 +13,10 @@
 //! - [`guest`]: create, start, stop one guest.
 //! - [`pve`]: a Proxmox guest config run here (`imgbuild pve-guest`).
 //! - [`data`]: data volumes outside the guests, kept by upgrades and `down`.
+//! - [`userns`], [`cgroup`]: containers run unprivileged, as `deploy` creates
+//!   them on Proxmox (ids shifted by 100000).
 
+pub mod cgroup;
 pub mod container;
 pub mod data;
 pub mod forward;
@@ -24,6 +27,7 @@ pub mod net;
 pub mod pve;
 pub mod state;
 pub mod sys;
+pub mod userns;
 pub mod vm;
 
 use std::collections::BTreeMap;

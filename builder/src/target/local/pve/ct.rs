@@ -2,7 +2,9 @@
 //! extraction into the root volume, then pct's network files from `net0`,
 //! `hostname` and `nameserver` and systemd-nspawn on `veth<vmid>i0` into the
 //! namespace's bridge named in `net0`, eth0 given `net0`'s `hwaddr`, the
-//! `mpN` volumes bound at their `mp=`.
+//! `mpN` volumes bound at their `mp=`; `unprivileged: 1` as pct does it
+//! (Proxmox's default id map: the root extracted in a user namespace,
+//! nspawn with `--private-users=100000:65536`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -17,6 +19,7 @@ use crate::diag::{BadInput, Diagnostic};
 use crate::target::local::container::{self, CtNet, CtSpec};
 use crate::target::local::net::{self, Netns};
 use crate::target::local::sys::Proc;
+use crate::target::local::userns::{self, IdMap};
 
 /// Container keys read but without effect here, and why.
 pub const CT_IGNORED: &[(&str, &str)] = &[
@@ -25,10 +28,6 @@ pub const CT_IGNORED: &[(&str, &str)] = &[
     ("tags", "Proxmox metadata"),
     ("onboot", "nothing boots this host's guests on its own"),
     ("swap", "no swap limit under systemd-nspawn"),
-    (
-        "unprivileged",
-        "runs privileged: no uid shift, no AppArmor (see the README)",
-    ),
     (
         "features",
         "nesting is always possible under systemd-nspawn",
@@ -52,6 +51,9 @@ pub struct CtPlan {
     pub rootfs: String,
     /// (volume id, path in the container) of each `mpN`, in order.
     pub mounts: Vec<(String, String)>,
+    /// `unprivileged: 1`: Proxmox's default id map (no `lxc.idmap`); else
+    /// privileged (Proxmox's default when the key is absent).
+    pub map: Option<IdMap>,
     /// Keys without effect here (key: why).
     pub ignored: Vec<String>,
 }
@@ -88,7 +90,7 @@ pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
     for (k, (v, _)) in &cfg.entries {
         let known = matches!(
             k.as_str(),
-            "hostname" | "net0" | "nameserver" | "rootfs" | "ostype"
+            "hostname" | "net0" | "nameserver" | "rootfs" | "ostype" | "unprivileged"
         ) || is_mp(k);
         if known {
             continue;
@@ -114,6 +116,14 @@ pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
         )),
         None => bad.push(diag(&cfg.file, 1, "ostype", "missing")),
     }
+    let map = match cfg.get("unprivileged") {
+        None | Some("0") => None,
+        Some("1") => Some(IdMap::PVE),
+        Some(v) => {
+            bad.push(cfg.bad("unprivileged", format!("`{v}`: expected 1 or 0")));
+            None
+        }
+    };
     let hostname = cfg.get("hostname").map(str::to_string);
     if hostname.is_none() {
         bad.push(diag(&cfg.file, 1, "hostname", "missing"));
@@ -170,6 +180,7 @@ pub fn container_plan(cfg: &PveConfig) -> Result<CtPlan, BadInput> {
         },
         rootfs: rootfs.expect("checked"),
         mounts,
+        map,
         ignored,
     })
 }
@@ -257,8 +268,9 @@ fn net0(cfg: &PveConfig, bad: &mut Vec<Diagnostic>) -> Option<Net0> {
 }
 
 /// `pct create`'s part after the volumes exist: the template extracted into
-/// the root volume with pct's tar flags, the mount points' directories
-/// created, and the SSH keys written to root's `authorized_keys`.
+/// the root volume with pct's tar flags (unprivileged: inside a user
+/// namespace with the map), the mount points' directories created, and the
+/// SSH keys written to root's `authorized_keys`, all the container root's.
 pub fn create_container(
     cfg: &PveConfig,
     vols: &BTreeMap<String, PathBuf>,
@@ -275,23 +287,25 @@ pub fn create_container(
         );
     }
     let _ = fs::remove_dir(root);
-    container::extract(ostemplate, root)?;
+    container::extract(ostemplate, root, plan.map)?;
     for (vol, _) in &plan.mounts {
         let d = path_of(vols, vol, "mp")?;
-        fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        if !d.exists() {
+            // A new volume: its top is the container root's, as after mkfs.
+            fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            userns::own(d, plan.map)?;
+        }
     }
     if let Some(keys) = ssh_keys.filter(|k| !k.trim().is_empty()) {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        use std::os::unix::fs::PermissionsExt;
         let ssh = root.join("root/.ssh");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&ssh)
-            .with_context(|| format!("creating {}", ssh.display()))?;
+        userns::mkdirs(root, Path::new("root/.ssh"), plan.map)?;
+        fs::set_permissions(&ssh, fs::Permissions::from_mode(0o700))?;
         let f = ssh.join("authorized_keys");
         fs::write(&f, format!("{}\n", keys.trim_end()))
             .with_context(|| format!("writing {}", f.display()))?;
         fs::set_permissions(&f, fs::Permissions::from_mode(0o600))?;
+        userns::own(&f, plan.map)?;
     }
     Ok(plan)
 }
@@ -321,12 +335,23 @@ pub fn start_container(
             root.display()
         );
     }
-    container::pct_prepare(&root, &plan.net.ct_net())?;
-    let mut binds = Vec::new();
+    // `unprivileged` is fixed at creation on Proxmox: a root extracted in
+    // the other mode would boot with every file owned by nobody.
+    if !userns::owned_for(&root, plan.map)? {
+        bail!(
+            "the root volume {} ({}) was created {}, but the config says `unprivileged: {}` (it cannot change after `pct create`)",
+            plan.rootfs,
+            root.display(),
+            if plan.map.is_some() { "privileged" } else { "unprivileged" },
+            u8::from(plan.map.is_some())
+        );
+    }
+    container::pct_prepare(&root, &plan.net.ct_net(), plan.map)?;
+    let mut mounts = Vec::new();
     for (vol, mp) in &plan.mounts {
         let d = path_of(vols, vol, "mp")?;
-        fs::create_dir_all(root.join(mp.trim_start_matches('/')))?;
-        binds.push(format!("--bind={}:{mp}", d.display()));
+        userns::mkdirs(&root, Path::new(mp), plan.map)?;
+        mounts.push((d.to_path_buf(), mp.clone()));
     }
     crate::target::local::sys::private_dir(dir)?;
     let veth = net::veth_name(vmid);
@@ -337,7 +362,8 @@ pub fn start_container(
         rootfs: root,
         veth: veth.clone(),
         console_log: dir.join("console.log"),
-        binds,
+        mounts,
+        map: plan.map,
     };
     let mut child = container::start(netns, &spec)?;
     let run = Running {
@@ -453,7 +479,31 @@ hostname: old
                 "/var/lib/minio".to_string()
             )]
         );
-        assert!(p.ignored.iter().any(|i| i.starts_with("unprivileged:")));
+        assert_eq!(p.map, Some(IdMap::PVE), "unprivileged: 1");
+        assert!(!p.ignored.iter().any(|i| i.starts_with("unprivileged")));
+    }
+
+    #[test]
+    fn unprivileged_is_honoured_and_defaults_to_privileged_as_on_proxmox() {
+        let map = |t: &str| container_plan(&parse(t)).map(|p| p.map);
+        assert_eq!(map(CT).unwrap(), Some(IdMap::PVE));
+        assert_eq!(
+            map(&CT.replace("unprivileged: 1", "unprivileged: 0")).unwrap(),
+            None
+        );
+        assert_eq!(map(&CT.replace("unprivileged: 1\n", "")).unwrap(), None);
+        let e = map(&CT.replace("unprivileged: 1", "unprivileged: yes"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("300.conf:15:1: unprivileged: `yes`: expected 1 or 0"),
+            "{e}"
+        );
+        // A custom map is Proxmox's too, but not the runner's: refused, not dropped.
+        let e = map(&CT.replace("swap: 512", "lxc.idmap: u 0 200000 65536"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("300.conf:13:1: lxc.idmap: not supported"), "{e}");
     }
 
     #[test]
