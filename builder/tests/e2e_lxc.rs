@@ -630,7 +630,13 @@ fn spark_identity_checks(lab: &UpLab, rootfs: &Path, status: &Status, t0: Instan
     let conf = rootfs.join("opt/spark/conf/spark-defaults.conf");
     let meta = fs::metadata(&conf).unwrap();
     assert_eq!(meta.mode() & 0o7777, 0o640, "{}", conf.display());
-    assert_eq!(meta.uid(), 0, "{}", conf.display());
+    // root:spark inside: the shifted ids on the host (unprivileged).
+    assert_eq!(
+        (meta.uid(), meta.gid()),
+        (userns::BASE, userns::host_gid(rootfs, "spark")),
+        "{}",
+        conf.display()
+    );
     let text = fs::read_to_string(&conf).unwrap();
     assert!(text.contains("spark.authenticate true\n"), "{text}");
     assert!(text.contains(&format!(

@@ -63,15 +63,24 @@ pub fn container_processes(leader: u32) -> Vec<(u32, String, Vec<u32>)> {
 
 /// The host uid of a guest account, from the guest's /etc/passwd.
 pub fn host_uid(rootfs: &Path, user: &str) -> u32 {
-    let passwd = fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
-    let uid: u32 = passwd
+    host_id(rootfs, "etc/passwd", user)
+}
+
+/// The host gid of a guest group, from the guest's /etc/group.
+pub fn host_gid(rootfs: &Path, group: &str) -> u32 {
+    host_id(rootfs, "etc/group", group)
+}
+
+fn host_id(rootfs: &Path, file: &str, name: &str) -> u32 {
+    let text = fs::read_to_string(rootfs.join(file)).unwrap();
+    let id: u32 = text
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
-            (f[0] == user).then(|| f[2].parse().unwrap())
+            (f[0] == name).then(|| f[2].parse().unwrap())
         })
-        .unwrap_or_else(|| panic!("no {user} in {}/etc/passwd", rootfs.display()));
-    BASE + uid
+        .unwrap_or_else(|| panic!("no {name} in {}/{file}", rootfs.display()));
+    BASE + id
 }
 
 /// The container runs with shifted ids: its init is the host's uid 100000,
