@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use imgbuild_sigv4 as sigv4;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_millis(500);
 /// The S3 users (access key and policy, one per line) the last run created.
@@ -191,25 +191,17 @@ pub fn create_bucket(
     bucket: &str,
 ) -> Result<()> {
     let host = addr.to_string();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let date = sigv4::amz_date(now);
+    let date = sigv4::amz_date_now();
     let path = format!("/{bucket}");
-    let headers = [
-        ("host", host.as_str()),
-        ("x-amz-content-sha256", sigv4::EMPTY_SHA256),
-        ("x-amz-date", date.as_str()),
-    ];
-    let req = sigv4::Request {
+    let auth = sigv4::S3Call {
         method: "PUT",
         path: &path,
         query: &[],
-        headers: &headers,
+        host: &host,
         payload_sha256: sigv4::EMPTY_SHA256,
-    };
-    let auth = sigv4::authorization(&req, access_key, secret_key, "us-east-1", "s3", &date);
+        amz_date: &date,
+    }
+    .authorization(access_key, secret_key);
     let r = request(
         addr,
         &host,

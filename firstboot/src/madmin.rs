@@ -26,7 +26,7 @@ use imgbuild_sigv4 as sigv4;
 use sha2::Sha256;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// sio-go's fragment size (`sio.BufSize`).
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -243,11 +243,7 @@ impl Admin<'_> {
         body: &[u8],
     ) -> Result<Answer> {
         let host = self.addr.to_string();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let date = sigv4::amz_date(now);
+        let date = sigv4::amz_date_now();
         let path = format!("/minio/admin/v4/{api}");
         let encoded: Vec<(String, String)> = query
             .iter()
@@ -258,26 +254,15 @@ impl Admin<'_> {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let sha = sigv4::sha256_hex(body);
-        let headers = [
-            ("host", host.as_str()),
-            ("x-amz-content-sha256", sha.as_str()),
-            ("x-amz-date", date.as_str()),
-        ];
-        let req = sigv4::Request {
+        let auth = sigv4::S3Call {
             method,
             path: &path,
             query: &pairs,
-            headers: &headers,
+            host: &host,
             payload_sha256: &sha,
-        };
-        let auth = sigv4::authorization(
-            &req,
-            self.access_key,
-            self.secret_key,
-            "us-east-1",
-            "s3",
-            &date,
-        );
+            amz_date: &date,
+        }
+        .authorization(self.access_key, self.secret_key);
         let mut target = path.clone();
         if !pairs.is_empty() {
             target.push('?');
