@@ -147,7 +147,8 @@ fn worker_diagnosis(lab: &UpLab) -> String {
     let inside = run_timeout(
         lab.cmd("ssh").args([
             "lab2",
-            "systemctl status spark-worker --no-pager; journalctl -u spark-worker -n 40 --no-pager; \
+            "systemctl status spark-worker --no-pager; systemctl list-jobs --no-pager; \
+             loginctl list-sessions --no-pager; journalctl -n 100 --no-pager -o short-precise; \
              tail -n 40 /opt/spark/logs/spark-worker.out",
         ]),
         None,
