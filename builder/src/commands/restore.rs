@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
                 Some(_) => continue,
                 None => (spec.node.clone(), None),
             };
-            let g = GuestRef { name: spec.name.clone(), node, kind: spec.kind, vmid: spec.vmid };
+            let g = GuestRef::new(spec, &node, spec.kind, spec.vmid);
             targets.push((spec, g, running));
         }
         let Some(from) = &args.from else {

@@ -143,12 +143,12 @@ pub(crate) async fn deployed(
             continue;
         }
         match all.iter().find(|r| r.vmid == spec.vmid) {
-            Some(r) if r.is_ours(&topo.name) => out.push(GuestRef {
-                name: spec.name.clone(),
-                node: r.node.clone(),
-                kind: r.kind().unwrap_or(spec.kind),
-                vmid: r.vmid,
-            }),
+            Some(r) if r.is_ours(&topo.name) => out.push(GuestRef::new(
+                spec,
+                &r.node,
+                r.kind().unwrap_or(spec.kind),
+                r.vmid,
+            )),
             Some(_) if !names.is_empty() => bail!(
                 "vmid {} is not lab {}'s guest {}; not touching it",
                 spec.vmid,

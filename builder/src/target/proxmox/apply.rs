@@ -213,12 +213,7 @@ async fn backup_first(
         bail!("{b}; {name} was not changed");
     };
     ctx.check_stop()?;
-    let g = super::snapshot::GuestRef {
-        name: name.clone(),
-        node: d.spec.node.clone(),
-        kind: d.spec.kind,
-        vmid: d.spec.vmid,
-    };
+    let g = super::snapshot::GuestRef::planned(&d.spec);
     say(
         name,
         format!("backing up to {storage} first ({})", b.because),
@@ -244,12 +239,7 @@ async fn guest_pipeline(
     let name = &d.spec.name;
     if let Some(label) = snapshot {
         ctx.check_stop()?;
-        let g = super::snapshot::GuestRef {
-            name: name.clone(),
-            node: d.spec.node.clone(),
-            kind: d.spec.kind,
-            vmid: d.spec.vmid,
-        };
+        let g = super::snapshot::GuestRef::planned(&d.spec);
         let why = format!("before deploy: {}", step_text(action));
         let (taken, _) =
             super::snapshot::take_and_prune(&ctx.api, &ctx.topo.name, &g, label, &why, None)

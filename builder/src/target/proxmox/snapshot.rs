@@ -16,6 +16,7 @@ use super::params::Params;
 use super::state;
 use super::task;
 use crate::model::lab::GuestKind;
+use crate::resolve::GuestSpec;
 
 const TASK_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -117,6 +118,21 @@ pub struct GuestRef {
 }
 
 impl GuestRef {
+    /// `spec`'s guest where the cluster has it.
+    pub fn new(spec: &GuestSpec, node: &str, kind: GuestKind, vmid: u32) -> Self {
+        GuestRef {
+            name: spec.name.clone(),
+            node: node.to_string(),
+            kind,
+            vmid,
+        }
+    }
+
+    /// `spec`'s guest where the lab puts it.
+    pub fn planned(spec: &GuestSpec) -> Self {
+        Self::new(spec, &spec.node, spec.kind, spec.vmid)
+    }
+
     fn base(&self) -> String {
         state::guest_path(&self.node, self.kind, self.vmid)
     }

@@ -227,15 +227,6 @@ pub fn annotate(plan: &mut Plan, topo: &Topology, st: &DataState) {
     }
 }
 
-fn guest_ref(spec: &GuestSpec, node: &str, kind: GuestKind, vmid: u32) -> GuestRef {
-    GuestRef {
-        name: spec.name.clone(),
-        node: node.to_string(),
-        kind,
-        vmid,
-    }
-}
-
 /// Stops a guest if it runs.
 async fn ensure_stopped(ctx: &Ctx<'_>, g: &GuestRef) -> Result<()> {
     if current(ctx, g.vmid).await?.is_some_and(|r| r.running()) {
@@ -404,7 +395,7 @@ pub async fn park(ctx: &Ctx<'_>, spec: &GuestSpec, r: &Resource) -> Result<()> {
     if !has_key(&cfg, kind) {
         return Ok(());
     }
-    let g = guest_ref(spec, &r.node, kind, r.vmid);
+    let g = GuestRef::new(spec, &r.node, kind, r.vmid);
     ensure_stopped(ctx, &g).await?;
     drop_lab_snapshots(ctx, &g).await?;
     ensure_holder(ctx, spec, &r.node, kind).await?;
@@ -427,7 +418,7 @@ pub async fn unpark(ctx: &Ctx<'_>, spec: &GuestSpec) -> Result<bool> {
         .await?
         .context("the guest vanished before its data volume was attached")?;
     let moved = if has_key(&config(&ctx.api, &h.node, kind, h.vmid).await?, kind) {
-        let g = guest_ref(spec, &r.node, kind, r.vmid);
+        let g = GuestRef::new(spec, &r.node, kind, r.vmid);
         ensure_stopped(ctx, &g).await?;
         if has_key(&config(&ctx.api, &r.node, kind, r.vmid).await?, kind) {
             bail!(
