@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Result};
 
 use super::deploy::{confirm, runtime, ConnArgs, WaitArgs};
+use super::rollback::start_and_wait;
 use super::snapshot::check_names;
 use super::snapshots::age;
 use crate::model::lab;
@@ -120,14 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("{}: restoring from {}", g.name, b.volid);
         restore::restore(&api, &g.node, g.kind, g.vmid, &b.volid, &spec.storage.images).await?;
-        eprintln!("{}: starting", g.name);
-        snapshot::start(&api, &g).await?;
-        if !args.wait.ready(&lab, &g.name).await? {
-            eprintln!("{}: restored from {} and started (not waited for: --no-wait)", g.name, b.volid);
-            return Ok(());
-        }
-        eprintln!("{}: restored from {} and ready", g.name, b.volid);
-        Ok(())
+        start_and_wait(&api, &g, &lab, &args.wait, &format!("restored from {}", b.volid)).await
     })
 }
 

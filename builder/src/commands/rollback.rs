@@ -9,9 +9,10 @@ use anyhow::{anyhow, bail, Result};
 
 use super::deploy::{confirm, runtime, ConnArgs, WaitArgs};
 use super::snapshot::{check_names, deployed};
-use crate::model::lab;
+use crate::model::lab::{self, Lab};
 use crate::resolve;
-use crate::target::proxmox::{self, api::Api, params::Params, snapshot, state::Resource};
+use crate::target::proxmox::snapshot::{self, GuestRef};
+use crate::target::proxmox::{self, api::Api, params::Params, state::Resource};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -89,13 +90,25 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("{}: rolling back to {}", g.name, target.name);
         snapshot::rollback(&api, &g, &target.name).await?;
-        eprintln!("{}: starting", g.name);
-        snapshot::start(&api, &g).await?;
-        if !args.wait.ready(&lab, &g.name).await? {
-            eprintln!("{}: rolled back to {} and started (not waited for: --no-wait)", g.name, target.name);
-            return Ok(());
-        }
-        eprintln!("{}: rolled back to {} and ready", g.name, target.name);
-        Ok(())
+        start_and_wait(&api, &g, &lab, &args.wait, &format!("rolled back to {}", target.name)).await
     })
+}
+
+/// Starts `g` after `done` (what was done to it, e.g. `rolled back to NAME`)
+/// and, unless `--no-wait`, waits until it is ready; says how it ended.
+pub(super) async fn start_and_wait(
+    api: &Api,
+    g: &GuestRef,
+    lab: &Lab,
+    wait: &WaitArgs,
+    done: &str,
+) -> Result<()> {
+    eprintln!("{}: starting", g.name);
+    snapshot::start(api, g).await?;
+    if wait.ready(lab, &g.name).await? {
+        eprintln!("{}: {done} and ready", g.name);
+    } else {
+        eprintln!("{}: {done} and started (not waited for: --no-wait)", g.name);
+    }
+    Ok(())
 }
