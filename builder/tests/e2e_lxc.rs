@@ -320,6 +320,10 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
 fn unprivileged_checks(lab: &UpLab, rootfs: &Path, t0: Instant) {
     let leader = leader(lab).expect("the container's init");
     let line = userns::assert_unprivileged(leader, rootfs, &["minio-user", "spark"]);
+    for user in ["minio-user", "spark", "node-exporter"] {
+        let pid = userns::process_of(leader, rootfs, user);
+        userns::assert_sandboxed(pid, leader, user);
+    }
     let volume = lab.labdir.dir.join("data").join(GUEST).join("volume");
     let m = fs::metadata(&volume).unwrap();
     let minio = userns::host_uid(rootfs, "minio-user");
@@ -350,7 +354,7 @@ fn unprivileged_checks(lab: &UpLab, rootfs: &Path, t0: Instant) {
     );
     say(
         t0,
-        format!("{line}; the volume is host uid {minio}, minio-user inside"),
+        format!("{line}; the volume is host uid {minio}, minio-user inside; minio, spark and node-exporter sandboxed (own mount namespace, / read-only, no new privileges, no capabilities)"),
     );
 }
 

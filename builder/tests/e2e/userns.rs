@@ -134,6 +134,45 @@ pub fn assert_unprivileged(leader: u32, rootfs: &Path, users: &[&str]) -> String
     )
 }
 
+/// The first container process running as guest account `user`.
+pub fn process_of(leader: u32, rootfs: &Path, user: &str) -> u32 {
+    let uid = host_uid(rootfs, user);
+    let ps = container_processes(leader);
+    ps.iter()
+        .find(|p| p.2[0] == uid)
+        .unwrap_or_else(|| panic!("no process of {user} (host uid {uid}): {ps:?}"))
+        .0
+}
+
+/// systemd's sandbox of a service is in effect inside the user namespace
+/// (seen from the host): a mount namespace of its own with `/` read-only
+/// (ProtectSystem=strict), no new privileges, no effective capabilities.
+pub fn assert_sandboxed(pid: u32, leader: u32, what: &str) {
+    let ns = |p: u32| fs::read_link(format!("/proc/{p}/ns/mnt")).unwrap();
+    assert_ne!(ns(pid), ns(leader), "{what}: no mount namespace of its own");
+    let mi = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    let root = mi
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap_or_else(|| panic!("{what}: no / in its mountinfo:\n{mi}"));
+    assert!(
+        root.split(' ')
+            .nth(5)
+            .is_some_and(|o| o.split(',').any(|o| o == "ro")),
+        "{what}: / is not read-only: {root}"
+    );
+    let st = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        st.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1", "{what}: NoNewPrivileges");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{what}: capabilities");
+}
+
 /// Every entry of the tree at `top` is owned by shifted ids on the host.
 pub fn assert_tree_shifted(top: &Path) -> usize {
     let mut n = 0;
