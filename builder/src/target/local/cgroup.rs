@@ -17,10 +17,13 @@ use anyhow::{Context, Result};
 /// The hierarchies nspawn and the container's systemd write to: the named
 /// v1 `systemd` one and the v2 one (hybrid `unified`, or the whole mount).
 fn hierarchies() -> Vec<(PathBuf, String)> {
-    let Ok(text) = fs::read_to_string("/proc/self/cgroup") else {
-        return Vec::new();
-    };
-    let root = Path::new("/sys/fs/cgroup");
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    parse_hierarchies(&text, Path::new("/sys/fs/cgroup"))
+}
+
+/// (mount, our path in it) from `/proc/self/cgroup`'s text, for the
+/// hierarchies mounted under `root`.
+fn parse_hierarchies(text: &str, root: &Path) -> Vec<(PathBuf, String)> {
     let mut v = Vec::new();
     for line in text.lines() {
         let mut f = line.splitn(3, ':');
@@ -40,6 +43,11 @@ fn hierarchies() -> Vec<(PathBuf, String)> {
     v
 }
 
+/// Whether nothing manages our cgroups: we sit at the root of each.
+fn unmanaged(hs: &[(PathBuf, String)]) -> bool {
+    !hs.is_empty() && hs.iter().all(|(_, path)| path == "/")
+}
+
 /// The group directories of `machine`, one per hierarchy.
 fn dirs(machine: &str) -> Vec<PathBuf> {
     hierarchies()
@@ -53,7 +61,7 @@ fn dirs(machine: &str) -> Vec<PathBuf> {
 /// before it starts (none under a manager).
 pub fn prepare(machine: &str) -> Result<Vec<PathBuf>> {
     let hs = hierarchies();
-    if hs.is_empty() || hs.iter().any(|(_, path)| path != "/") {
+    if !unmanaged(&hs) {
         return Ok(Vec::new());
     }
     remove(machine);
@@ -89,4 +97,41 @@ fn remove_tree(d: &Path) -> std::io::Result<()> {
         }
     }
     fs::remove_dir(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_groups_only_where_nothing_manages_cgroups() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        // This machine: hybrid, systemd not PID 1, a memory group of a sandbox.
+        for h in ["systemd", "unified", "memory"] {
+            fs::create_dir_all(root.join(h)).unwrap();
+            fs::write(root.join(h).join("cgroup.procs"), "").unwrap();
+        }
+        let here = "9:name=systemd:/\n4:memory:/process_api/5\n1:cpu:/\n0::/\n";
+        let hs = parse_hierarchies(here, root);
+        assert_eq!(
+            hs,
+            vec![
+                (root.join("systemd"), "/".to_string()),
+                (root.join("unified"), "/".to_string())
+            ]
+        );
+        assert!(unmanaged(&hs));
+        // Under systemd: a session's scope; nspawn keeps that unit.
+        let managed =
+            "1:name=systemd:/user.slice/session-1.scope\n0::/user.slice/session-1.scope\n";
+        assert!(!unmanaged(&parse_hierarchies(managed, root)));
+        // Pure cgroup v2 at the root.
+        let v2 = tempfile::tempdir().unwrap();
+        fs::write(v2.path().join("cgroup.procs"), "").unwrap();
+        let hs = parse_hierarchies("0::/\n", v2.path());
+        assert_eq!(hs, vec![(v2.path().to_path_buf(), "/".to_string())]);
+        assert!(unmanaged(&hs));
+        assert!(!unmanaged(&[]), "no cgroups at all: leave nspawn alone");
+    }
 }
