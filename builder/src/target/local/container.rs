@@ -13,6 +13,7 @@
 //! when they hold the other mode's ids ([`super::userns::conform`]); nspawn
 //! runs it with `--private-users=BASE:COUNT` and leaves ownership alone.
 
+use std::ffi::OsString;
 use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -168,8 +169,9 @@ pub struct CtSpec {
 }
 
 /// Starts `systemd-nspawn --boot` inside `netns` (nsenter switches only the
-/// network namespace: nspawn needs the host's /sys), detached from our
-/// process group so it outlives `imgbuild up`. The volumes are first made
+/// network namespace: nspawn needs the host's /sys), in a cgroup or scope
+/// of its own ([`super::cgroup`]), detached from our process group so it
+/// outlives `imgbuild up`. The volumes are first made
 /// the container's ([`userns::conform`]: data a run in the other mode
 /// left is shifted in place, never lost).
 pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
@@ -194,38 +196,56 @@ pub fn start(netns: &Netns, spec: &CtSpec) -> Result<Child> {
     let log = fs::File::create(&spec.console_log)
         .with_context(|| format!("creating {}", spec.console_log.display()))?;
     let _ = fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&spec.machine));
-    let cgroups = super::cgroup::prepare(&spec.machine)?;
-    // nspawn must start inside its group: a shell joins it, then execs.
-    let mut cmd = Command::new("sh");
-    cmd.args([
-        "-c",
-        r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#,
-        "sh",
-    ])
-    .args(&cgroups)
-    .arg("--");
-    cmd.arg("nsenter")
-        .arg(format!("--net={}", netns.path().display()))
-        .arg("--")
-        .arg("systemd-nspawn")
-        .args(["--boot", "--quiet"])
-        // The host may have no systemd/machined: do not register with it.
-        .args(["--register=no", "--keep-unit"])
-        .arg(format!("--network-veth-extra={}:eth0", spec.veth))
-        .args(&binds);
-    if let Some(m) = spec.map {
-        // The tree is shifted already (extracted in the namespace).
-        cmd.arg(m.nspawn_arg()).arg("--private-users-ownership=off");
-    }
-    cmd.arg("-D")
-        .arg(&spec.rootfs)
-        .args(["-M", &spec.machine])
+    let place = super::cgroup::prepare(&spec.machine)?;
+    let argv = command_line(&place, &netns.path(), spec, &binds);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
         .process_group(0)
         .spawn()
         .context("starting systemd-nspawn (package systemd-container)")
+}
+
+/// The command starting `spec`'s nspawn in `place` ([`super::cgroup`]):
+/// its launcher, then nsenter, which switches only the network namespace
+/// (nspawn needs the host's /sys) and execs nspawn, so the pid spawned is
+/// nspawn's.
+fn command_line(
+    place: &super::cgroup::Placement,
+    netns: &Path,
+    spec: &CtSpec,
+    binds: &[String],
+) -> Vec<OsString> {
+    let mut v = super::cgroup::launcher(place);
+    v.extend([
+        "nsenter".into(),
+        format!("--net={}", netns.display()).into(),
+        "--".into(),
+        "systemd-nspawn".into(),
+        "--boot".into(),
+        "--quiet".into(),
+        // The host may have no systemd/machined: do not register with it.
+        "--register=no".into(),
+        "--keep-unit".into(),
+        format!("--network-veth-extra={}:eth0", spec.veth).into(),
+    ]);
+    v.extend(binds.iter().map(OsString::from));
+    if let Some(m) = spec.map {
+        // The tree is shifted already (extracted in the namespace).
+        v.extend([
+            m.nspawn_arg().into(),
+            "--private-users-ownership=off".into(),
+        ]);
+    }
+    v.extend([
+        "-D".into(),
+        spec.rootfs.clone().into(),
+        "-M".into(),
+        spec.machine.clone().into(),
+    ]);
+    v
 }
 
 /// systemd-nspawn's `--bind=` argument (`:` and `\` in paths escaped as
@@ -264,5 +284,74 @@ mod tests {
             nspawn_bind(Path::new("/srv/a:b/volume"), "/var/lib/minio"),
             "--bind=/srv/a\\:b/volume:/var/lib/minio"
         );
+    }
+
+    #[test]
+    fn nspawn_starts_in_its_scope_or_its_groups() {
+        use super::super::cgroup::Placement;
+        let spec = CtSpec {
+            machine: "ib200-0a1b2c3d".into(),
+            rootfs: "/var/lib/imgbuild/local/x/guests/minio/rootfs".into(),
+            veth: "vb200".into(),
+            console_log: "/dev/null".into(),
+            mounts: Vec::new(),
+            map: Some(IdMap::PVE),
+        };
+        let binds = ["--bind=/srv/v:/var/lib/minio".to_string()];
+        let line = |p: &Placement| {
+            command_line(p, Path::new("/run/netns/imgbuild-x"), &spec, &binds)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let nspawn = [
+            "nsenter",
+            "--net=/run/netns/imgbuild-x",
+            "--",
+            "systemd-nspawn",
+            "--boot",
+            "--quiet",
+            "--register=no",
+            "--keep-unit",
+            "--network-veth-extra=vb200:eth0",
+            "--bind=/srv/v:/var/lib/minio",
+            "--private-users=100000:65536",
+            "--private-users-ownership=off",
+            "-D",
+            "/var/lib/imgbuild/local/x/guests/minio/rootfs",
+            "-M",
+            "ib200-0a1b2c3d",
+        ];
+        let scope = line(&Placement::Scope("imgbuild-ib200-0a1b2c3d.scope".into()));
+        assert_eq!(
+            scope[..7],
+            [
+                "systemd-run",
+                "--scope",
+                "--quiet",
+                "--collect",
+                "--unit=imgbuild-ib200-0a1b2c3d.scope",
+                "--property=Delegate=yes",
+                "--"
+            ]
+        );
+        assert_eq!(scope[7..], nspawn);
+        // Where nothing manages cgroups: the command imgbuild ran before.
+        let own = line(&Placement::Own(vec![
+            "/sys/fs/cgroup/systemd/imgbuild/ib200-0a1b2c3d/cgroup.procs".into(),
+        ]));
+        assert_eq!(
+            own[..5],
+            [
+                "sh",
+                "-c",
+                r#"while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; done; shift; exec "$@""#,
+                "sh",
+                "/sys/fs/cgroup/systemd/imgbuild/ib200-0a1b2c3d/cgroup.procs",
+            ]
+        );
+        assert_eq!(own[5], "--");
+        assert_eq!(own[6..], nspawn);
+        assert_eq!(line(&Placement::Inherit), nspawn);
     }
 }
