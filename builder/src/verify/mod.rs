@@ -48,9 +48,23 @@ pub struct CheckResult {
 /// What a command printed.
 struct Out {
     ok: bool,
+    /// The exit code (`None`: killed by a signal).
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
+
+/// How long ssh may take to connect and exchange banners. The guests are
+/// ready when verify runs, but a VM under TCG on a loaded machine can take
+/// well over 10 s to accept and fork a session.
+const SSH_CONNECT_TIMEOUT: &str = "ConnectTimeout=30";
+
+/// How many times a command that ssh itself failed (exit 255 with nothing on
+/// stdout: no connection, the command never ran) is tried in all.
+const SSH_TRIES: u32 = 3;
+
+/// The pause between two such tries.
+const SSH_RETRY_PAUSE: Duration = Duration::from_secs(5);
 
 impl Access {
     /// Runs `f` on a thread inside the namespace (or here).
@@ -84,18 +98,29 @@ impl Access {
         let mut c = self.command("ssh");
         c.args(["-o", "StrictHostKeyChecking=no"])
             .args(["-o", "UserKnownHostsFile=/dev/null"])
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]);
+            .args(["-o", "BatchMode=yes", "-o", SSH_CONNECT_TIMEOUT]);
         c
     }
 
-    /// `ssh -i KEY root@ADDR CMD`.
+    /// `ssh -i KEY root@ADDR CMD`. When ssh itself fails before the
+    /// command ran (exit 255, no output: a connection refused, reset or
+    /// timed out on a loaded host), it is tried again, [`SSH_TRIES`] in all;
+    /// the command's own failures are returned at once.
     fn ssh(&self, addr: &str, cmd: &str, timeout: Duration) -> Result<Out, String> {
-        let mut c = self.ssh_base();
-        c.args(["-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-i"])
-            .arg(&self.key)
-            .arg(format!("root@{addr}"))
-            .arg(cmd);
-        run_timeout(&mut c, timeout)
+        let mut tries = 1;
+        loop {
+            let mut c = self.ssh_base();
+            c.args(["-o", "LogLevel=ERROR", "-o", "IdentitiesOnly=yes", "-i"])
+                .arg(&self.key)
+                .arg(format!("root@{addr}"))
+                .arg(cmd);
+            let o = run_timeout(&mut c, timeout)?;
+            if o.ok || o.code != Some(255) || !o.stdout.is_empty() || tries >= SSH_TRIES {
+                return Ok(o);
+            }
+            tries += 1;
+            std::thread::sleep(SSH_RETRY_PAUSE);
+        }
     }
 }
 
@@ -133,6 +158,7 @@ fn run_timeout(cmd: &mut Command, timeout: Duration) -> Result<Out, String> {
     };
     Ok(Out {
         ok: status.success(),
+        code: status.code(),
         stdout: to.join().unwrap_or_default(),
         stderr: te.join().unwrap_or_default(),
     })
@@ -316,6 +342,47 @@ pub fn run(
     all
 }
 
+/// Runs `f` until it passes or `within` has passed since the first try,
+/// pausing `pause` between tries: for answers that follow the lab's own
+/// rhythm (Prometheus' view of its targets is only as fresh as the last
+/// scrape; a UI on a loaded guest can miss one deadline). The error is the
+/// last one, with how many tries it took.
+fn retry(
+    within: Duration,
+    pause: Duration,
+    mut f: impl FnMut() -> Result<String, String>,
+) -> Result<String, String> {
+    let t = Instant::now();
+    let mut tries = 1;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if t.elapsed() + pause >= within => {
+                return Err(if tries == 1 {
+                    e
+                } else {
+                    format!(
+                        "{e} ({tries} tries over {:.0} s)",
+                        t.elapsed().as_secs_f64()
+                    )
+                });
+            }
+            Err(_) => {
+                tries += 1;
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// How long a web UI check keeps trying.
+const UI_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long the Prometheus check waits for every target to be up: a JVM's
+/// metrics servlet on a loaded guest can miss a scrape (the scrape timeout
+/// is at most the scrape interval), and the target is down until the next.
+const PROMETHEUS_WITHIN: Duration = Duration::from_secs(90);
+
 /// A service user to check: the guests using it, its resolved credentials
 /// (or why not), its buckets.
 type ServiceUser = (String, Result<(String, String), String>, Vec<String>);
@@ -400,19 +467,30 @@ fn prometheus_targets(body: &[u8], want: usize) -> Result<String, String> {
 /// `ssh -v` with passwords only must fail, and the server must name only
 /// `publickey` as a method that can continue.
 fn publickey_only(access: &Access, addr: &str) -> Result<String, String> {
-    let mut c = access.ssh_base();
-    c.args([
-        "-v",
-        "-o",
-        "PreferredAuthentications=password,keyboard-interactive",
-        "-o",
-        "PubkeyAuthentication=no",
-        "-o",
-        "LogLevel=DEBUG1",
-    ])
-    .arg(format!("root@{addr}"))
-    .arg("true");
-    let o = run_timeout(&mut c, Duration::from_secs(60))?;
+    let mut tries = 1;
+    let o = loop {
+        let mut c = access.ssh_base();
+        c.args([
+            "-v",
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "LogLevel=DEBUG1",
+        ])
+        .arg(format!("root@{addr}"))
+        .arg("true");
+        let o = run_timeout(&mut c, Duration::from_secs(60))?;
+        // No method named at all: the connection failed before
+        // authentication (as [`Access::ssh`], tried again).
+        let reached_auth = o.stderr.contains("Authentications that can continue: ");
+        if o.ok || reached_auth || tries >= SSH_TRIES {
+            break o;
+        }
+        tries += 1;
+        std::thread::sleep(SSH_RETRY_PAUSE);
+    };
     if o.ok {
         return Err("logged in without a key".into());
     }
@@ -424,7 +502,8 @@ fn publickey_only(access: &Access, addr: &str) -> Result<String, String> {
         .collect();
     if offered.is_empty() || offered.iter().any(|m| *m != "publickey") {
         return Err(format!(
-            "the server offers {offered:?}, want only publickey"
+            "the server offers {offered:?}, want only publickey ({})",
+            last_line(&o.stderr)
         ));
     }
     Ok("password login refused; methods offered: publickey".into())
@@ -503,7 +582,7 @@ fn network_checks(
         for (name, port, workers) in uis {
             let t = Instant::now();
             let a = SocketAddr::new(ip.into(), port);
-            let r = match workers {
+            let r = retry(UI_WITHIN, Duration::from_secs(2), || match workers {
                 None => crate::ready::http_get(a, "/", timeout).and_then(|(st, _)| {
                     if st < 500 {
                         Ok(format!("http://{a}/ answers {st}"))
@@ -521,18 +600,20 @@ fn network_checks(
                         ))
                     }
                 }),
-            };
+            });
             out.push((name, r, t.elapsed().as_secs_f64()));
         }
         if let Some((port, want)) = prometheus {
             let t = Instant::now();
             let a = SocketAddr::new(ip.into(), port);
-            let r = crate::ready::http_get(a, "/api/v1/targets?state=active", timeout)
-                .and_then(|(st, b)| match st {
-                    200 => prometheus_targets(&b, want),
-                    _ => Err(format!("HTTP {st}")),
-                })
-                .map_err(|e| format!("http://{a}/api/v1/targets: {e}"));
+            let r = retry(PROMETHEUS_WITHIN, Duration::from_secs(2), || {
+                crate::ready::http_get(a, "/api/v1/targets?state=active", timeout)
+                    .and_then(|(st, b)| match st {
+                        200 => prometheus_targets(&b, want),
+                        _ => Err(format!("HTTP {st}")),
+                    })
+                    .map_err(|e| format!("http://{a}/api/v1/targets: {e}"))
+            });
             out.push((
                 "monitoring: every target up".into(),
                 r,
@@ -621,6 +702,38 @@ fn network_checks(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_passes_late_or_names_the_last_error_and_tries() {
+        let mut n = 0;
+        let r = retry(Duration::from_secs(5), Duration::from_millis(10), || {
+            n += 1;
+            if n < 3 {
+                Err(format!("not yet {n}"))
+            } else {
+                Ok("fine".into())
+            }
+        });
+        assert_eq!((r, n), (Ok("fine".to_string()), 3));
+        let mut n = 0;
+        let e = retry(
+            Duration::from_millis(100),
+            Duration::from_millis(10),
+            || {
+                n += 1;
+                Err(format!("down {n}"))
+            },
+        )
+        .unwrap_err();
+        assert!(n > 1, "{n}");
+        assert!(e.starts_with(&format!("down {n} ({n} tries over ")), "{e}");
+        // A deadline shorter than the pause: one try, its error as it is.
+        let e = retry(Duration::from_millis(1), Duration::from_secs(2), || {
+            Err("once".to_string())
+        })
+        .unwrap_err();
+        assert_eq!(e, "once");
+    }
 
     #[test]
     fn prometheus_targets_all_up_or_named() {
