@@ -432,9 +432,43 @@ pub struct Netns {
 
 static NETNS_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Deletes the `ibe2e-*-<pid>-<n>` namespaces of test processes that are
+/// gone (a run killed before its drops ran): they never collide with a new
+/// one (the pid is in the name), but nothing else would ever remove them.
+fn remove_stale_namespaces() {
+    let Ok(dir) = fs::read_dir("/run/netns") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("ibe2e-") else {
+            continue;
+        };
+        let mut fields = rest.rsplit('-');
+        let (Some(_seq), Some(pid)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        eprintln!("e2e: removing network namespace {name} left by a run that is gone");
+        let _ = run_timeout(
+            Command::new("ip").args(["netns", "del", &name]),
+            None,
+            Duration::from_secs(20),
+            "ip netns del (stale)",
+        );
+    }
+}
+
 impl Netns {
-    /// Creates `ibe2e-<tag>-<pid>-<n>` with its loopback up.
+    /// Creates `ibe2e-<tag>-<pid>-<n>` with its loopback up (after removing
+    /// the namespaces earlier, killed runs left).
     pub fn new(tag: &str) -> Netns {
+        remove_stale_namespaces();
         let name = format!(
             "ibe2e-{tag}-{}-{}",
             std::process::id(),
@@ -631,7 +665,7 @@ pub fn s3_check(
     let o = run_ok(
         s3_client(ns, addr, user, password).args(["check", &buckets.join(",")]),
         None,
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         &format!("S3 check against http://{addr}"),
     )?;
     Ok(o.stdout.trim().to_string())
@@ -650,7 +684,7 @@ pub fn s3_put(
     run_ok(
         s3_client(ns, addr, user, password).args(["put", bucket, key]),
         Some(body),
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         &format!("S3 put {bucket}/{key}"),
     )
     .map(|_| ())
@@ -668,18 +702,34 @@ pub fn s3_get(
     run_ok(
         s3_client(ns, addr, user, password).args(["get", bucket, key]),
         None,
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         &format!("S3 get {bucket}/{key}"),
     )
     .map(|o| o.stdout)
 }
 
-/// GETs `url` with curl (inside `ns` when given).
+/// GETs `url` with curl (inside `ns` when given). A refused or timed-out
+/// connection or a transient HTTP error (5xx, 408, 429) is tried again, 4
+/// times in all over at most ~2 minutes: the peers are services that may
+/// have just started, on a loaded machine.
 pub fn http_get(ns: Option<&Netns>, url: &str) -> Result<String, String> {
     run_ok(
-        in_ns(ns, "curl").args(["-sS", "--fail", "-m", "10", url]),
+        in_ns(ns, "curl").args([
+            "-sS",
+            "--fail",
+            "--connect-timeout",
+            "10",
+            "-m",
+            "20",
+            "--retry",
+            "3",
+            "--retry-connrefused",
+            "--retry-delay",
+            "2",
+            url,
+        ]),
         None,
-        Duration::from_secs(30),
+        Duration::from_secs(150),
         &format!("GET {url}"),
     )
     .map(|o| o.stdout)
@@ -795,7 +845,7 @@ pub fn submit_sparkpi(
     let o = run_ok(
         &mut c,
         None,
-        Duration::from_secs(240),
+        Duration::from_secs(600),
         "spark-submit SparkPi",
     )?;
     let line = o
@@ -859,7 +909,7 @@ fn ssh_base(ns: Option<&Netns>) -> Command {
         "-o",
         "BatchMode=yes",
         "-o",
-        "ConnectTimeout=10",
+        "ConnectTimeout=30",
         "-o",
         "LogLevel=ERROR",
     ]);
