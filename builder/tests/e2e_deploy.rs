@@ -425,7 +425,10 @@ fn deploy_to_the_standin_boots_the_container_verify_passes_destroy_leaves_nothin
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "volume directories left: {left:?}");
-    let procs = procs_matching(&format!("pve{VMID}-"));
+    // This run's guest processes only (nspawn's `-D` and the runner's
+    // `--volume` name paths under this run's hand-off directory): a run
+    // killed earlier may have left its own `pve300-*` machine behind.
+    let procs = procs_matching(&state.join("pve/handoff").to_string_lossy());
     assert!(procs.is_empty(), "processes left: {procs:?}");
     let links = ns.ip(&["-o", "link"]).unwrap().stdout;
     assert!(!links.contains(&format!("veth{VMID}i0")), "{links}");
