@@ -169,7 +169,7 @@ impl Standin {
                 c
             }
         };
-        c.args(["-sS", "-k", "-X", method])
+        c.args(["-sS", "-k", "-m", "120", "-X", method])
             .arg(format!("https://127.0.0.1:{}/__standin/{path}", self.port));
         if let Some(b) = body {
             c.args(["-H", "Content-Type: application/json", "--data-binary"])
@@ -986,7 +986,7 @@ fn deploy_waits_until_ready_then_removes_seed_media() {
 /// An API call with the test token, as a person would make it with curl.
 fn api_call(sd: &Standin, method: &str, path: &str, form: &[&str]) -> Value {
     let mut c = Command::new("curl");
-    c.args(["-sS", "-k", "-X", method, "-H"])
+    c.args(["-sS", "-k", "-m", "120", "-X", method, "-H"])
         .arg(format!("Authorization: PVEAPIToken={TOKEN}"))
         .arg(format!("https://127.0.0.1:{}/api2/json{path}", sd.port));
     for f in form {
@@ -1016,13 +1016,15 @@ fn snapshots_before_changes_scheduled_pruned_and_rolled_back() {
     let lab = Lab::new(&sd, "homelab.yaml");
     ok(lab.deploy());
     // Someone's own snapshot on the container: never listed, pruned or used.
-    api_call(
+    wait_task(
         &sd,
-        "POST",
-        "/nodes/pve/lxc/200/snapshot",
-        &["snapname=by-hand"],
+        &api_call(
+            &sd,
+            "POST",
+            "/nodes/pve/lxc/200/snapshot",
+            &["snapname=by-hand"],
+        ),
     );
-    std::thread::sleep(std::time::Duration::from_millis(400));
     assert_eq!(snapshot_names(&sd, 200), vec!["by-hand".to_string()]);
 
     // A cores change: the plan says a snapshot comes first, and it does.
@@ -1446,13 +1448,15 @@ fn upgrades_keep_data_volumes_and_only_purge_data_deletes_them() {
 
     // A snapshot that is not imgbuild's holds the data volume: the upgrade
     // stops, naming it, and changes nothing.
-    api_call(
+    wait_task(
         &sd,
-        "POST",
-        "/nodes/pve/lxc/200/snapshot",
-        &["snapname=by-hand"],
+        &api_call(
+            &sd,
+            "POST",
+            "/nodes/pve/lxc/200/snapshot",
+            &["snapname=by-hand"],
+        ),
     );
-    std::thread::sleep(std::time::Duration::from_millis(400));
     rebake(&lab, 2);
     let o = lab.deploy();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
@@ -1462,8 +1466,10 @@ fn upgrades_keep_data_volumes_and_only_purge_data_deletes_them() {
         text(&o)
     );
     assert_eq!(data_volume(&sd, 200, "mp0").0, ct_vol2);
-    api_call(&sd, "DELETE", "/nodes/pve/lxc/200/snapshot/by-hand", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    wait_task(
+        &sd,
+        &api_call(&sd, "DELETE", "/nodes/pve/lxc/200/snapshot/by-hand", &[]),
+    );
     ok(lab.deploy());
     assert_eq!(data_volume(&sd, 200, "mp0").1["ctime"], ct_rec["ctime"]);
 
@@ -1597,7 +1603,8 @@ fn homelab_on_pve_9_1() {
     assert!(guests(&sd).is_empty());
 }
 
-/// Waits for a task an `api_call` started.
+/// Waits for a task an `api_call` started (its run time is the stand-in's
+/// `task_ms`; a minute allows for a loaded machine), which must succeed.
 fn wait_task(sd: &Standin, upid: &Value) {
     let upid = upid["data"]
         .as_str()
@@ -1609,15 +1616,17 @@ fn wait_task(sd: &Standin, upid: &Value) {
             _ => format!("%{b:02X}"),
         })
         .collect();
-    for _ in 0..200 {
-        let st = api_call(sd, "GET", &format!("/nodes/pve/tasks/{enc}/status"), &[]);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut st = Value::Null;
+    while std::time::Instant::now() < end {
+        st = api_call(sd, "GET", &format!("/nodes/pve/tasks/{enc}/status"), &[]);
         if st["data"]["status"] == "stopped" {
             assert_eq!(st["data"]["exitstatus"], "OK", "{st}");
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("task {upid} did not stop");
+    panic!("task {upid} did not stop within 60 s: {st}");
 }
 
 fn backups(sd: &Standin, vmid: u32) -> Vec<String> {
@@ -1749,8 +1758,10 @@ fn backups_are_listed_and_a_guest_is_restored_from_one() {
     );
 
     // The VM is gone: restored onto its vmid, then started.
-    api_call(&sd, "POST", "/nodes/pve/qemu/100/status/stop", &[]);
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    wait_task(
+        &sd,
+        &api_call(&sd, "POST", "/nodes/pve/qemu/100/status/stop", &[]),
+    );
     wait_task(&sd, &api_call(&sd, "DELETE", "/nodes/pve/qemu/100", &[]));
     sd.reset_requests();
     let o = ok(lab.imgbuild(&[

@@ -305,7 +305,10 @@ fn crafted_seeds_exit_2_and_are_recorded_as_failed() {
         let (code, _, err) = run(&[], d.path());
         assert_eq!(code, 2, "{name}: {err}");
         assert!(err.contains(want), "{name}: {err}");
-        assert!(t.elapsed().as_secs() < 5, "{name}: {:?}", t.elapsed());
+        // Not a measurement: expanding the bomb (10^10 endpoints) would run
+        // for many minutes or exhaust memory; refusing it takes milliseconds.
+        // The bound is loose so a loaded CI machine never trips it.
+        assert!(t.elapsed().as_secs() < 60, "{name}: {:?}", t.elapsed());
         let st = status_json(d.path());
         assert_eq!(st["state"], "failed", "{name}");
         assert!(
@@ -355,8 +358,10 @@ fn sigterm_is_recorded_as_interrupted() {
             break;
         }
         assert!(
-            t.elapsed().as_secs() < 20,
-            "the agent never reached `accounts`"
+            t.elapsed().as_secs() < 120,
+            "the agent never reached `accounts` within 120 s: {}",
+            std::fs::read_to_string(d.path().join("var/lib/imgbuild/status.json"))
+                .unwrap_or_else(|e| format!("no status.json ({e})"))
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -74,7 +74,7 @@ fn start(data: &Path) -> Server {
     let t = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
         assert!(
-            t.elapsed() < Duration::from_secs(30),
+            t.elapsed() < Duration::from_secs(60),
             "stand-in did not listen on {addr}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -255,7 +255,7 @@ fn users_dropped_from_the_seed_are_removed() {
         access_key: ROOT.into(),
         secret_key: ROOT_SECRET.parse().unwrap(),
         users,
-        deadline: Duration::from_secs(20),
+        deadline: Duration::from_secs(60),
     };
     let end = Instant::now() + Duration::from_secs(120);
     let both = vec![

@@ -83,7 +83,7 @@ class StandIn:
             raise AssertionError("%s %s: %s %s" % (method, path, st, body))
         return body["data"]
 
-    def wait(self, upid, timeout=10):
+    def wait(self, upid, timeout=60):
         enc = urllib.parse.quote(upid, safe="")
         end = time.time() + timeout
         while time.time() < end:
@@ -91,7 +91,15 @@ class StandIn:
             if st["status"] == "stopped":
                 return st
             time.sleep(0.05)
-        raise AssertionError("task %s still running" % upid)
+        raise AssertionError("task %s still running after %d s" % (upid, timeout))
+
+    def until(self, what, cond, timeout=60):
+        """Polls `cond` until it is true (a task's effect on a loaded machine)."""
+        end = time.time() + timeout
+        while not cond():
+            if time.time() >= end:
+                raise AssertionError("%s: not within %d s" % (what, timeout))
+            time.sleep(0.05)
 
     def control(self, method, path, data=None):
         args = ["-H", "Content-Type: application/json", "--data-binary", json.dumps(data)] if data is not None else []
@@ -314,8 +322,7 @@ class StandInTest(unittest.TestCase):
         reqs = self.s.control("GET", "requests")
         self.assertEqual(reqs[0]["fault"], "drop_after")
         self.assertTrue(reqs[0]["mutating"])
-        time.sleep(0.4)
-        self.assertIn("180", self.s.control("GET", "state")["guests"])
+        self.s.until("guest 180 created", lambda: "180" in self.s.control("GET", "state")["guests"])
         self.assertEqual(self.s.control("GET", "state")["guests"]["180"]["config"]["cores"], "1")
 
     def test_fault_task_fail_has_no_effect(self):
@@ -575,7 +582,12 @@ if "--config" in args:
     with open(opt("--config")[0]) as f:
         with open(os.path.join(here, "%s.conf" % args[1]), "w") as out:
             out.write(f.read())
-time.sleep(0.8)
+# While the test holds the runner (a file `hold` beside it), it waits, so
+# the test sees the task running and the guest locked however loaded the
+# machine is; at most a minute.
+end = time.time() + 60
+while os.path.exists(os.path.join(here, "hold")) and time.time() < end:
+    time.sleep(0.02)
 if args[1] == "start" and os.path.exists(os.path.join(here, "fail")):
     sys.exit("error: bridge 'vmbr0' does not exist (in network namespace ns1)")
 if args[1] == "create":
@@ -614,15 +626,18 @@ class HandoffTest(unittest.TestCase):
         self.s.wait(self.s.curl("POST", "/nodes/pve/storage/local/upload", "-F", "content=vztmpl",
                                 "-F", "filename=@" + tmpl)[1]["data"])
         key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl a@b"
+        hold = os.path.join(self.tmp, "hold")
+        open(hold, "w").close()
         upid = self.s.ok("POST", "/nodes/pve/lxc", *enc(
             vmid="200", ostemplate="local:vztmpl/ubuntu-22.04-x.tar.zst", rootfs="local-lvm:8",
             mp0="local-lvm:2,mp=/var/lib/minio,backup=1", hostname="minio", ostype="ubuntu",
             net0="name=eth0,bridge=vmbr0,ip=192.168.1.200/24,gw=192.168.1.1,hwaddr=02:00:00:00:00:01",
             **{"ssh-public-keys": key}))
-        time.sleep(0.4)  # the runner takes 0.8 s: the task is still running, the guest locked
+        # the runner is held: the task is still running, the guest locked
         self.assertEqual(self.s.ok("GET", "/nodes/pve/tasks/%s/status" % urllib.parse.quote(upid, safe=""))["status"],
                          "running")
         self.assertEqual(self.s.ok("GET", "/nodes/pve/lxc/200/config")["lock"], "create")
+        os.remove(hold)
         self.assertEqual(self.s.wait(upid)["exitstatus"], "OK")
         self.assertNotIn("lock", self.s.ok("GET", "/nodes/pve/lxc/200/config"))
         create = self.calls()[0]
