@@ -220,12 +220,13 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
     let before = stamp(&status_path);
     let _ = lab.run(
         lab.cmd("ssh").args([GUEST, "systemctl", "poweroff"]),
-        Duration::from_secs(60),
+        SSH_LOGIN,
         "imgbuild ssh lab1 systemctl poweroff",
     );
+    // Generous: a shutdown waits for every unit's stop (see SSH_LOGIN).
     e2e::poll(
         "the container powers off",
-        Duration::from_secs(90),
+        Duration::from_secs(300),
         Duration::from_millis(500),
         |why| {
             let st = lab.status();
@@ -933,7 +934,7 @@ fn security_updates_checks(lab: &UpLab, t0: Instant) {
     let ssh = |cmd: &str| {
         let o = lab.run(
             lab.cmd("ssh").args([GUEST, cmd]),
-            Duration::from_secs(60),
+            SSH_LOGIN,
             &format!("imgbuild ssh {GUEST} {cmd}"),
         );
         assert!(o.ok(), "{cmd}: {}\n{}", o.stdout, o.stderr);
@@ -1061,18 +1062,18 @@ fn metrics_checks(lab: &UpLab, rootfs: &Path, status: &Status, t0: Instant) {
     // curl exit 28: timed out (dropped), not refused (7).
     assert_eq!(other.status.code(), Some(28), "from the gateway: {other:?}");
     // The exporter at idle: resident memory and CPU over 10 s.
-    // The container's node_exporter: the one in its unit's cgroup (its own
-    // mount namespace hides which root it sees).
-    let pid = fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .find(|e| {
-            fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "node_exporter")
-                && fs::read_to_string(e.path().join("cgroup"))
+    // The container's node_exporter: the one in its unit's cgroup among the
+    // guest's processes (its own mount namespace hides which root it sees;
+    // another lab on this machine may run one too).
+    let pid = lab
+        .guest_pids(GUEST)
+        .into_iter()
+        .map(|p| std::path::PathBuf::from(format!("/proc/{p}")))
+        .find(|p| {
+            fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == "node_exporter")
+                && fs::read_to_string(p.join("cgroup"))
                     .is_ok_and(|c| c.contains("/node-exporter.service"))
         })
-        .map(|e| e.path())
         .expect("a node_exporter process in the container");
     let ticks = || {
         let stat = fs::read_to_string(pid.join("stat")).unwrap();

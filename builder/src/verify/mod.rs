@@ -59,6 +59,13 @@ struct Out {
 /// well over 10 s to accept and fork a session.
 const SSH_CONNECT_TIMEOUT: &str = "ConnectTimeout=30";
 
+/// How long a short command over ssh may take, login included. A login
+/// normally takes a second, but one arriving while the guest stops root's
+/// user manager (10 s after the last session) waits for that stop, which
+/// took ~2 minutes in the local target's containers before each had a
+/// cgroup of its own; a stall like that is no failure of the lab.
+const SSH_LOGIN_SECS: u64 = 240;
+
 /// How many times a command that ssh itself failed (exit 255 with nothing on
 /// stdout: no connection, the command never ran) is tried in all.
 const SSH_TRIES: u32 = 3;
@@ -194,7 +201,7 @@ pub fn run(
         push(
             "ssh: root with the lab's key",
             t,
-            ssh("id -u", 60).and_then(|o| match (o.ok, o.stdout.trim()) {
+            ssh("id -u", SSH_LOGIN_SECS).and_then(|o| match (o.ok, o.stdout.trim()) {
                 (true, "0") => Ok("logged in as root".into()),
                 _ => Err(format!("`id -u` over ssh: {}", last_line(&o.stderr))),
             }),
@@ -210,7 +217,7 @@ pub fn run(
         let t = Instant::now();
         let mut r = Err(String::new());
         while t.elapsed() < Duration::from_secs(120) {
-            r = ssh("cat /var/lib/imgbuild/status.json", 60).and_then(|o| {
+            r = ssh("cat /var/lib/imgbuild/status.json", SSH_LOGIN_SECS).and_then(|o| {
                 let v: serde_json::Value = serde_json::from_str(&o.stdout)
                     .map_err(|e| format!("status.json: {e}: {}", last_line(&o.stderr)))?;
                 match v["state"].as_str() {
@@ -237,7 +244,11 @@ pub fn run(
         push(
             "services active",
             t,
-            ssh(&format!("systemctl is-active {}", units.join(" ")), 60).and_then(|o| {
+            ssh(
+                &format!("systemctl is-active {}", units.join(" ")),
+                SSH_LOGIN_SECS,
+            )
+            .and_then(|o| {
                 let states: Vec<&str> = o.stdout.split_whitespace().collect();
                 let bad: Vec<String> = units
                     .iter()
@@ -326,7 +337,11 @@ pub fn run(
             push(
                 &name,
                 t,
-                ssh(&format!("find {dir} -type f -size +0 | head -n 3"), 60).and_then(|o| {
+                ssh(
+                    &format!("find {dir} -type f -size +0 | head -n 3"),
+                    SSH_LOGIN_SECS,
+                )
+                .and_then(|o| {
                     if o.ok && !o.stdout.trim().is_empty() {
                         Ok(o.stdout.split_whitespace().collect::<Vec<_>>().join(", "))
                     } else {
@@ -481,7 +496,7 @@ fn publickey_only(access: &Access, addr: &str) -> Result<String, String> {
         ])
         .arg(format!("root@{addr}"))
         .arg("true");
-        let o = run_timeout(&mut c, Duration::from_secs(60))?;
+        let o = run_timeout(&mut c, Duration::from_secs(SSH_LOGIN_SECS))?;
         // No method named at all: the connection failed before
         // authentication (as [`Access::ssh`], tried again).
         let reached_auth = o.stderr.contains("Authentications that can continue: ");

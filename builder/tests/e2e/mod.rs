@@ -83,6 +83,17 @@ impl Peers {
     }
 }
 
+/// How long one ssh login into a guest may take (`imgbuild ssh`, verify's
+/// checks). Normally a second. Before the local runner gave each container
+/// a cgroup of its own (49cbde3), a container's systemd saw other
+/// containers' processes in its units' cgroups: stopping root's user
+/// manager (user@0.service, 10 s after the last session ended) ran ~2 min
+/// into its stop timeouts ("Processes still around after final SIGKILL"),
+/// and a login arriving meanwhile waited for it with nothing on stderr (the
+/// worker stop in e2e_monitoring, reproduced here twice). Deadlines on
+/// logins stay above such a stall, so one slows a test instead of failing it.
+pub const SSH_LOGIN: Duration = Duration::from_secs(240);
+
 /// What a finished command printed.
 #[derive(Debug)]
 pub struct Output {

@@ -175,6 +175,56 @@ impl UpLab {
         self.labdir.guest_dir(guest)
     }
 
+    /// The host pids of `guest`'s processes: every descendant of the
+    /// nspawn `up` recorded for it. Other labs may be running on this
+    /// machine (another test binary, a CI run), with processes of the same
+    /// names in units of the same names: only this tells them apart.
+    pub fn guest_pids(&self, guest: &str) -> Vec<u32> {
+        let Some(root) = std::fs::read(self.labdir.state_file())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|st| st["guests"][guest]["proc"]["pid"].as_u64())
+        else {
+            return Vec::new();
+        };
+        let mut parent = std::collections::HashMap::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                continue;
+            };
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                parent.insert(pid, ppid);
+            }
+        }
+        let mut mine: Vec<u32> = parent
+            .keys()
+            .copied()
+            .filter(|&pid| {
+                let mut p = pid;
+                // A chain longer than the process table is a loop: not ours.
+                for _ in 0..=parent.len() {
+                    if u64::from(p) == root {
+                        return true;
+                    }
+                    match parent.get(&p) {
+                        Some(&pp) if pp != 0 => p = pp,
+                        _ => return false,
+                    }
+                }
+                false
+            })
+            .collect();
+        mine.sort_unstable();
+        mine
+    }
+
     /// Nothing of the lab is left: no namespace, no link on the host named
     /// like the lab's, no process, no mount, no file.
     pub fn assert_nothing_left(&self, vmids: &[u32]) {
