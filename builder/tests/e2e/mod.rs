@@ -939,7 +939,7 @@ pub fn ssh_checks(ns: Option<&Netns>, addr: &str, key: &Path) -> Result<(), Stri
             .arg(format!("root@{addr}"))
             .arg("id -u"),
         None,
-        Duration::from_secs(60),
+        SSH_LOGIN,
         &format!("ssh -i KEY root@{addr}"),
     )?;
     if o.stdout.trim() != "0" {
@@ -959,7 +959,7 @@ pub fn ssh_checks(ns: Option<&Netns>, addr: &str, key: &Path) -> Result<(), Stri
             .arg(format!("root@{addr}"))
             .arg("true"),
         None,
-        Duration::from_secs(60),
+        SSH_LOGIN,
         "ssh with passwords only",
     )?;
     if o.ok() {

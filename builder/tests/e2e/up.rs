@@ -135,7 +135,7 @@ impl UpLab {
         match run_timeout(
             self.cmd("logs").args(["-n", "60", guest]),
             None,
-            Duration::from_secs(60),
+            super::SSH_LOGIN,
             "imgbuild logs",
         ) {
             Ok(o) => format!("{}{}", o.stdout, o.stderr),
