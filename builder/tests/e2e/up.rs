@@ -16,6 +16,68 @@ use super::{
     imgbuild, imgbuild_ok, run_timeout, tail, test_lab, test_recipe, Output, Peers, TestLab,
 };
 
+/// The file in a test's work directory naming the test process (its pid).
+const OWNER: &str = "e2e-owner.pid";
+
+/// Takes down the labs of earlier test runs that were killed before their
+/// drop ran (a timeout, a ^C): their guests (JVMs, MinIO) would otherwise
+/// keep running beside every later test, loading the machine. Such a lab is
+/// a work directory `imgbuild-e2e-*` in the temp dir whose [`OWNER`] process
+/// is gone; a live owner (a test running right now) is left alone.
+fn remove_labs_of_dead_runs(peers: &Peers) {
+    let Ok(dir) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in dir.flatten() {
+        if !e.file_name().to_string_lossy().starts_with("imgbuild-e2e-") {
+            continue;
+        }
+        let work = e.path();
+        let Some(pid) = std::fs::read_to_string(work.join(OWNER))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let lab = work.join("lab.yaml");
+        let state = work.join("state");
+        if lab.is_file() && state.is_dir() {
+            eprintln!(
+                "e2e: taking down the lab a killed run (pid {pid}) left in {}",
+                work.display()
+            );
+            match run_timeout(
+                imgbuild(peers)
+                    .args(["down", "--purge-data", "--lab"])
+                    .arg(&lab)
+                    .arg("--state-dir")
+                    .arg(&state),
+                None,
+                Duration::from_secs(180),
+                "imgbuild down (a dead run's lab)",
+            ) {
+                Ok(o) if o.ok() => {}
+                Ok(o) => {
+                    eprintln!(
+                        "e2e: {}: down failed, left as is:\n{}",
+                        work.display(),
+                        tail(&o.stderr, 20)
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    eprintln!("e2e: {}: {e}; left as is", work.display());
+                    continue;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}
+
 pub struct UpLab {
     pub peers: Peers,
     pub lab: TestLab,
@@ -28,6 +90,10 @@ pub struct UpLab {
 impl UpLab {
     /// The fixture lab in `dir` with `recipes` pinned from the mirror.
     pub fn new(peers: &Peers, fixture: &str, recipes: &[&str], dir: &Path) -> UpLab {
+        remove_labs_of_dead_runs(peers);
+        // Whose lab this is: a later run takes it down if this one is killed
+        // before its drop runs.
+        std::fs::write(dir.join(OWNER), std::process::id().to_string()).unwrap();
         let lab = test_lab(fixture, dir);
         let mut images = PathBuf::new();
         for r in recipes {
