@@ -70,7 +70,7 @@ pub enum Command {
     Down(commands::down::Args),
     /// Check the running lab: SSH, services, web UIs, S3, a Spark job, logs, firewall.
     Verify(commands::verify::Args),
-    /// Print an Ansible inventory of the lab's guests (groups by role).
+    /// Print an Ansible inventory of the lab's guests (groups by role) or Prometheus file_sd targets.
     Inventory(commands::inventory::Args),
     /// Run a Proxmox VE container config on this machine (create, start, stop).
     PveGuest(commands::pve_guest::Args),
