@@ -109,7 +109,7 @@ impl Standin {
     fn control(&self, path: &str) -> Value {
         let o = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.ns))
-            .args(["--", "curl", "-sS", "-k"])
+            .args(["--", "curl", "-sS", "-k", "-m", "120"])
             .arg(format!("https://127.0.0.1:{}/__standin/{path}", self.port))
             .output()
             .expect("curl");

@@ -166,7 +166,7 @@ fn up_verify_status_down_and_power_cuts_on_a_container() {
 
     spark_identity_checks(&lab, &rootfs, &status, t0);
 
-    let st = lab.status();
+    let st = lab.status_ready(&[GUEST]);
     assert_eq!(row(&st, GUEST)["state"], "ready");
     assert_eq!(row(&st, GUEST)["firstboot"], "ready");
     // The web UIs from the host, through the forwards.

@@ -21,7 +21,7 @@ mod e2e;
 use std::time::{Duration, Instant};
 
 use e2e::up::UpLab;
-use e2e::{tail, Peers};
+use e2e::{tail, Peers, SSH_LOGIN};
 
 const GUEST: &str = "vmlab";
 const VMID: u32 = 100;
@@ -87,7 +87,7 @@ fn up_verify_status_down_on_a_vm() {
     let ssh = |cmd: &str| -> String {
         let o = lab.run(
             lab.cmd("ssh").args([GUEST, cmd]),
-            Duration::from_secs(120),
+            SSH_LOGIN,
             &format!("imgbuild ssh {GUEST} {cmd}"),
         );
         assert!(
@@ -142,7 +142,7 @@ fn up_verify_status_down_on_a_vm() {
     assert!(data.is_file(), "{} is missing", data.display());
     say(t0, format!("data volume: {}", lines[0]));
 
-    let st = lab.status();
+    let st = lab.status_ready(&[GUEST]);
     let s = st.iter().find(|r| r["guest"] == GUEST).unwrap();
     assert_eq!(s["state"], "ready", "{s}");
     assert_eq!(s["accel"], accel.as_str(), "{s}");
@@ -157,8 +157,13 @@ fn up_verify_status_down_on_a_vm() {
             "-s",
             "-o",
             "/dev/null",
-            "-m",
+            "--connect-timeout",
             "10",
+            "-m",
+            "30",
+            "--retry",
+            "3",
+            "--retry-connrefused",
             "-w",
             "%{http_code}",
             &console,

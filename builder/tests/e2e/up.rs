@@ -175,12 +175,34 @@ impl UpLab {
     pub fn status(&self) -> Vec<serde_json::Value> {
         let o = self.run(
             self.cmd("status").arg("--json"),
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             "imgbuild status",
         );
         assert!(o.ok(), "imgbuild status failed:\n{}", o.stderr);
         serde_json::from_str(&o.stdout)
             .unwrap_or_else(|e| panic!("status --json: {e}:\n{}", o.stdout))
+    }
+
+    /// `status --json` until each of `guests` is `ready`, returning those
+    /// rows. `status` gives the readiness probes 2 s, which a JVM's web UI
+    /// on a loaded machine (or in a VM under TCG) can miss once; what is
+    /// asserted is that `status` says ready, not that it did on the first
+    /// call. A timeout panics with the last rows.
+    pub fn status_ready(&self, guests: &[&str]) -> Vec<serde_json::Value> {
+        super::poll(
+            &format!("status says {} ready", guests.join(", ")),
+            Duration::from_secs(120),
+            Duration::from_secs(2),
+            |why| {
+                let st = self.status();
+                let all = guests
+                    .iter()
+                    .all(|g| st.iter().any(|r| r["guest"] == *g && r["state"] == "ready"));
+                *why = serde_json::to_string(&st).unwrap_or_default();
+                Ok(all.then_some(st))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// `verify --json`: the parsed report and whether it exited 0.
