@@ -59,8 +59,15 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Accel::Auto)]
     pub accel: Accel,
 
-    /// Seconds to wait for every guest to be ready.
-    #[arg(long, value_name = "SECS", default_value_t = 1200)]
+    /// Seconds to wait for every guest to be ready (also `--ready-timeout`,
+    /// as deploy, rollback and restore spell it; longer here: a VM may boot
+    /// under TCG).
+    #[arg(
+        long,
+        visible_alias = "ready-timeout",
+        value_name = "SECS",
+        default_value_t = 1200
+    )]
     pub timeout: u64,
 
     /// Print the guests as JSON on stdout instead of a table.
