@@ -128,17 +128,21 @@ fn unprivileged_is_extracted_shifted_privileged_is_not_and_start_refuses_a_switc
     // `unprivileged` is fixed at creation, as on Proxmox.
     let ns = Netns::new("pveg");
     ns.ip(&["link", "add", "vmbr0", "type", "bridge"]).unwrap();
-    let o = run(
-        &CONF.replace("unprivileged: 1", "unprivileged: 0"),
-        &unpriv,
-        &[
-            "start",
-            "--netns",
-            &ns.name,
-            "--run-dir",
-            d.join("run").to_str().unwrap(),
-        ],
-    );
+    let run_dir = d.join("run");
+    let start = |conf: &str| {
+        run(
+            conf,
+            &unpriv,
+            &[
+                "start",
+                "--netns",
+                &ns.name,
+                "--run-dir",
+                run_dir.to_str().unwrap(),
+            ],
+        )
+    };
+    let o = start(&CONF.replace("unprivileged: 1", "unprivileged: 0"));
     assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
     assert!(
         o.stderr
@@ -146,17 +150,7 @@ fn unprivileged_is_extracted_shifted_privileged_is_not_and_start_refuses_a_switc
         "{}",
         o.stderr
     );
-    let o = run(
-        &CONF.replace("unprivileged: 1", "unprivileged: true"),
-        &unpriv,
-        &[
-            "start",
-            "--netns",
-            &ns.name,
-            "--run-dir",
-            d.join("run").to_str().unwrap(),
-        ],
-    );
+    let o = start(&CONF.replace("unprivileged: 1", "unprivileged: true"));
     assert_eq!(o.status.code(), Some(2), "{}", o.stderr);
     assert!(
         o.stderr

@@ -322,20 +322,17 @@ mod tests {
             "-M",
             "ib200-0a1b2c3d",
         ];
-        let scope = line(&Placement::Scope("imgbuild-ib200-0a1b2c3d.scope".into()));
-        assert_eq!(
-            scope[..7],
-            [
-                "systemd-run",
-                "--scope",
-                "--quiet",
-                "--collect",
-                "--unit=imgbuild-ib200-0a1b2c3d.scope",
-                "--property=Delegate=yes",
-                "--"
-            ]
-        );
-        assert_eq!(scope[7..], nspawn);
+        // Under a manager: cgroup.rs' launcher (its exact words are tested
+        // there), then nspawn.
+        let placement = Placement::Scope("imgbuild-ib200-0a1b2c3d.scope".into());
+        let launcher: Vec<String> = super::super::cgroup::launcher(&placement)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(launcher[0], "systemd-run");
+        let scope = line(&placement);
+        assert_eq!(scope[..launcher.len()], launcher[..]);
+        assert_eq!(scope[launcher.len()..], nspawn);
         // Where nothing manages cgroups: the command imgbuild ran before.
         let own = line(&Placement::Own(vec![
             "/sys/fs/cgroup/systemd/imgbuild/ib200-0a1b2c3d/cgroup.procs".into(),
