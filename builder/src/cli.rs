@@ -72,7 +72,7 @@ pub enum Command {
     Verify(commands::verify::Args),
     /// Print an Ansible inventory of the lab's guests (groups by role) or Prometheus file_sd targets.
     Inventory(commands::inventory::Args),
-    /// Run a Proxmox VE container config on this machine (create, start, stop).
+    /// Run a Proxmox VE guest config (container or VM) on this machine (create, start, stop).
     PveGuest(commands::pve_guest::Args),
     /// (internal) Forward the lab's web UIs to 127.0.0.1; started by `up`.
     #[command(hide = true)]
