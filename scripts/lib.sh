@@ -7,7 +7,7 @@
 #   CACHE              test artifact cache (IMGBUILD_TEST_CACHE, else
 #                      $XDG_CACHE_HOME/imgbuild-test, else ~/.cache/imgbuild-test)
 #   log/warn/die       progress messages on stderr (results go to stdout)
-#   need_pkgs PKG...   apt-get install only the Debian packages that are missing
+#   apt_install_missing PKG...   apt-get install only the Debian packages that are missing
 #   as_root CMD...     run CMD as root (directly, or through sudo)
 #   stamp_ok NAME KEY  true when $CACHE/stamps/NAME holds KEY and --force was not given
 #   stamp_write NAME KEY
@@ -61,8 +61,8 @@ as_root() {
 }
 
 _LIB_APT_UPDATED=0
-# need_pkgs PKG...: install the packages dpkg does not report as installed.
-need_pkgs() {
+# apt_install_missing PKG...: install the packages dpkg does not report as installed.
+apt_install_missing() {
     local missing=() p
     for p in "$@"; do
         if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
