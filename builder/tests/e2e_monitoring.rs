@@ -124,34 +124,11 @@ fn idle_cost(pids: &[u32], comm: &str, unit: &str, over: Duration) -> (String, f
     (rss, cpu)
 }
 
-/// What the worker's unit, journal and log say, and the host's view of the
-/// processes in its cgroup (name, state, wait channel): read when stopping
-/// it went wrong.
+/// What the worker's unit, journal and log say, and the host's view of
+/// every process of the guest (state, wait channel, command line; those in
+/// spark-worker.service's cgroup marked): a hung `systemctl`, sshd or logind
+/// shows where it waits. Read when stopping the worker went wrong.
 fn worker_diagnosis(lab: &UpLab) -> String {
-    let procs: Vec<String> = lab
-        .guest_pids("lab2")
-        .into_iter()
-        .map(|pid| std::path::PathBuf::from(format!("/proc/{pid}")))
-        .filter(|p| {
-            fs::read_to_string(p.join("cgroup")).is_ok_and(|c| c.contains("/spark-worker.service"))
-        })
-        .map(|p| {
-            let read = |f: &str| fs::read_to_string(p.join(f)).unwrap_or_default();
-            let state = read("status")
-                .lines()
-                .find(|l| l.starts_with("State:"))
-                .unwrap_or_default()
-                .to_string();
-            format!(
-                "{} {} {state} wchan={}",
-                p.display(),
-                read("comm").trim(),
-                read("wchan")
-            )
-        })
-        .collect();
-    // Every process of the guest as the host sees it: a hung `systemctl`,
-    // sshd or logind shows where it waits.
     let guest: Vec<String> = lab
         .guest_pids("lab2")
         .into_iter()
@@ -163,8 +140,13 @@ fn worker_diagnosis(lab: &UpLab) -> String {
                 .find(|l| l.starts_with("State:"))
                 .unwrap_or_default()
                 .replace("State:\t", "");
+            let worker = if read("cgroup").contains("/spark-worker.service") {
+                " [spark-worker.service]"
+            } else {
+                ""
+            };
             format!(
-                "{pid} {state} wchan={} {}",
+                "{pid}{worker} {state} wchan={} {}",
                 read("wchan"),
                 read("cmdline").replace('\0', " ").trim()
             )
@@ -185,8 +167,7 @@ fn worker_diagnosis(lab: &UpLab) -> String {
     .map(|o| format!("{}{}", o.stdout, o.stderr))
     .unwrap_or_else(|e| e);
     format!(
-        "host: processes in spark-worker.service's cgroup:\n{}\nhost: every process of lab2:\n{}\nguest:\n{inside}",
-        procs.join("\n"),
+        "host: every process of lab2:\n{}\nguest:\n{inside}",
         guest.join("\n")
     )
 }
